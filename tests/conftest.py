@@ -1,0 +1,21 @@
+"""Shared pytest fixtures: the devices to parametrize over (CUDA ones skip cleanly when absent)."""
+
+import pytest
+import torch
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[
+            pytest.mark.cuda,
+            pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available"),
+        ],
+    ),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Each test using this fixture runs on CPU and, when present, on CUDA."""
+    return torch.device(request.param)
