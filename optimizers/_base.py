@@ -9,8 +9,11 @@ Three paths compute the same update (see each optimizer's module):
 * ``fused``: the whole elementwise update of a (device, dtype) group traced once with
   ``torch.compile(fullgraph=True)``; inductor emits one kernel for all tensors of the group.
   Hyperparameters reach it as one float64 tensor on the parameters' device (updated in place
-  only when a value changes), step-dependent factors as float64 vectors computed by a few
-  eager ops, so a learning-rate schedule never triggers a recompile.
+  only when a value changes), so a learning-rate schedule never triggers a recompile.
+  Step-dependent factors (bias corrections, decayed lr) are Python floats written into that
+  tensor when all params of the group share one step count (the usual case), else float64
+  vectors computed by a few eager ops. The tensor lists the kernel takes are cached between
+  steps (``_fused_batches``), so a step only re-reads ``p.grad``.
 
 ``choose_path`` is the rule behind ``foreach=None, fused=None``.
 """
@@ -18,10 +21,13 @@ Three paths compute the same update (see each optimizer's module):
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import shutil
 import types
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain, repeat
 from typing import Any
 
 import torch
@@ -150,6 +156,63 @@ def increment_steps(steps: list[Tensor]) -> None:
         torch._foreach_add_(steps, 1.0)
 
 
+def state_list(states: list[dict[str, Any]], key: str) -> list[Tensor | None] | None:
+    """``state[key]`` of each param, or None when no param has it (e.g. ``max_exp_avg_sq``
+    without amsgrad): one input for dynamo to guard instead of one per param."""
+    values = [s.get(key) for s in states]
+    return None if all(v is None for v in values) else values
+
+
+#: what the fused path's cache records for a param without state (never written to)
+_NO_STATE: dict[str, Any] = {}
+
+
+@dataclass
+class FusedBatch:
+    """The fused kernel's tensors for one (device, dtype) share of a param group.
+
+    ``state`` holds one list per key of the optimizer's ``fused_state`` (``None`` where a
+    param lacks that entry, and ``None`` instead of the list when all do). ``step`` is the
+    count that all ``steps`` share after this step's increment, or ``None`` when they differ
+    (or there are none): step-dependent factors are then Python floats instead of
+    per-parameter vectors. ``fresh`` marks params whose state was created when this batch was
+    built (an optimizer that needs it clears it after the step).
+    """
+
+    device: torch.device
+    params: list[Tensor]
+    states: list[dict[str, Any]]
+    state: list[list[Tensor | None] | None]
+    steps: list[Tensor]
+    fresh: list[bool] | None
+    step: float | None = None
+    step_versions: list[int] = field(default_factory=list)
+
+    def increment_steps(self) -> None:
+        """``step += 1`` on every step tensor, and on the shared count."""
+        if self.steps:
+            increment_steps(self.steps)
+            self.step_versions = [s._version for s in self.steps]
+            if self.step is not None:
+                # the count stays exact in a float32 step tensor up to 2**24
+                self.step = self.step + 1.0 if self.step < 2**24 else None
+
+    def stacked_steps(self) -> Tensor:
+        return stacked_steps(self.steps, self.device)
+
+
+@dataclass
+class FusedPlan:
+    """A param group's fused batches, cached between steps while ``key`` (the ids of the params
+    with a gradient) and every state entry stay the same."""
+
+    key: tuple[int, ...]
+    params: list[Tensor]
+    states: list[dict[str, Any]]
+    state_ids: list[int]
+    batches: list[FusedBatch]
+
+
 def check_non_negative(label: str, value: Any) -> None:
     """torch's ``Invalid <label>: <value>`` ValueError for a negative hyperparameter."""
     if not value >= 0.0:
@@ -159,8 +222,15 @@ def check_non_negative(label: str, value: Any) -> None:
 class Optimizer(torch.optim.Optimizer):
     """Base class: torch.optim.Optimizer plus path choice and fused-kernel plumbing.
 
-    Subclasses implement ``_step_group(group, path)``.
+    Subclasses implement ``_step_group(index, group, path)``; for the fused path they also
+    implement ``_init_state(p, group, fused)``, list the state keys the kernel takes in
+    ``fused_state`` and get their tensors from ``_fused_batches``.
     """
+
+    #: state keys whose tensors the fused kernel takes, in its argument order
+    fused_state: tuple[str, ...] = ()
+    #: the RuntimeError for a sparse gradient (None: not checked)
+    sparse_error: str | None = None
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         if defaults.get("fused") and defaults.get("foreach"):
@@ -170,6 +240,7 @@ class Optimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._kernels: dict[str, Callable] = {}
         self._hypers: dict[tuple[Hashable, torch.device], tuple[tuple[float, ...], Tensor]] = {}
+        self._plans: dict[int, FusedPlan] = {}
         if defaults.get("fused"):
             for group in self.param_groups:
                 self._check_fused(group["params"])
@@ -188,6 +259,12 @@ class Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         if param_group.get("fused"):
             self._check_fused(param_group["params"])
+        if hasattr(self, "_plans"):
+            self._plans.clear()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._plans.clear()
 
     def _path(self, group: dict[str, Any]) -> str:
         if group.get("fused") and group.get("foreach"):
@@ -216,10 +293,81 @@ class Optimizer(torch.optim.Optimizer):
             self._hypers[key] = (values, tensor)
         return tensor
 
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
+        """Create ``self.state[p]`` if it is empty (the fused path calls this)."""
+        raise NotImplementedError
+
+    def _fused_batches(self, index: int, group: dict[str, Any]) -> list[tuple[FusedBatch, list]]:
+        """The group's params that have a gradient, with their state, split by (device, dtype)
+        as the fused kernels take them; each batch comes with its current gradients.
+
+        The lists are built once and reused while the same params have gradients and no state
+        entry was replaced (checked by identity every step; ``load_state_dict`` and
+        ``add_param_group`` drop them), so a step only re-reads ``p.grad``.
+        """
+        with_grad = [p for p in group["params"] if p.grad is not None]
+        if not with_grad:
+            return []
+        key = tuple(map(id, with_grad))
+        plan = self._plans.get(index)
+        if plan is None or plan.key != key or not self._plan_is_current(plan):
+            plan = self._build_plan(key, with_grad, group)
+            self._plans[index] = plan
+        batches = []
+        for batch in plan.batches:
+            grads = [p.grad for p in batch.params]
+            if self.sparse_error is not None and any(g.is_sparse for g in grads):
+                raise RuntimeError(self.sparse_error)
+            batches.append((batch, grads))
+        return batches
+
+    def _plan_is_current(self, plan: FusedPlan) -> bool:
+        """Whether every param still has the same state dict holding the same objects, and
+        no step tensor was changed since our last increment (one pass, no tensor reads)."""
+        states = list(map(self.state.get, plan.params, repeat(_NO_STATE)))
+        return (
+            all(map(operator.is_, states, plan.states))
+            and list(map(id, chain.from_iterable(map(dict.values, states)))) == plan.state_ids
+            and all(
+                [s._version for s in batch.steps] == batch.step_versions for batch in plan.batches
+            )
+        )
+
+    def _build_plan(self, key: tuple[int, ...], params: list[Tensor], group: dict) -> FusedPlan:
+        fresh = [not self.state.get(p) for p in params]
+        for p in params:
+            self._init_state(p, group, fused=True)
+        states = [self.state.get(p, _NO_STATE) for p in params]
+        by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+        for i, p in enumerate(params):
+            by_kind.setdefault((p.device, p.dtype), []).append(i)
+        batches = []
+        for indices in by_kind.values():
+            d_params = [params[i] for i in indices]
+            d_states = [states[i] for i in indices]
+            d_fresh = [fresh[i] for i in indices]
+            steps = [s["step"] for s in d_states] if "step" in d_states[0] else []
+            counts = {s.item() for s in steps}
+            batches.append(
+                FusedBatch(
+                    device=d_params[0].device,
+                    params=d_params,
+                    states=d_states,
+                    state=[state_list(d_states, k) for k in self.fused_state],
+                    steps=steps,
+                    fresh=d_fresh,
+                    step=counts.pop() if len(counts) == 1 else None,
+                    step_versions=[s._version for s in steps],
+                )
+            )
+        state_ids = list(map(id, chain.from_iterable(map(dict.values, states))))
+        return FusedPlan(key, params, states, state_ids, batches)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._kernels = {}
         self._hypers = {}
+        self._plans = {}
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

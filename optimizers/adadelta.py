@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -61,18 +60,39 @@ class Adadelta(Optimizer):
         )
         super().__init__(params, defaults)
 
+    fused_state = ("square_avg", "acc_delta")
+    sparse_error = "Adadelta does not support sparse gradients"
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = new_step(p, fused=fused)
+            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
+        if path == "fused":
+            kernel = self._kernel(_adadelta_kernel)
+            hyper = (float(group["lr"]), group["rho"], group["eps"], group["weight_decay"])
+            for batch, grads in self._fused_batches(index, group):
+                batch.increment_steps()
+                kernel(
+                    batch.params,
+                    grads,
+                    *batch.state,
+                    self._hyper(index, batch.device, hyper),
+                    group["weight_decay"] != 0,
+                    group["maximize"],
+                )
+            return
         params, grads, square_avgs, acc_deltas, steps = [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError("Adadelta does not support sparse gradients")
+                raise RuntimeError(self.sparse_error)
+            self._init_state(p, group, fused=False)
             state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step(p, fused=path == "fused")
-                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["acc_delta"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             params.append(p)
             grads.append(p.grad)
             square_avgs.append(state["square_avg"])
@@ -80,20 +100,13 @@ class Adadelta(Optimizer):
             steps.append(state["step"])
         if not params:
             return
-        lists = (params, grads, square_avgs, acc_deltas, steps)
-        if path == "fused":
-            hyper = (float(group["lr"]), group["rho"], group["eps"], group["weight_decay"])
-            _fused_adadelta(
-                *lists,
-                hyper=lambda device: self._hyper(index, device, hyper),
-                kernel=self._kernel(_adadelta_kernel),
-                weight_decay_on=group["weight_decay"] != 0,
-                maximize=group["maximize"],
-            )
-            return
         update = _multi_tensor_adadelta if path == "foreach" else _single_tensor_adadelta
         update(
-            *lists,
+            params,
+            grads,
+            square_avgs,
+            acc_deltas,
+            steps,
             lr=float(group["lr"]),
             rho=group["rho"],
             eps=group["eps"],
@@ -188,29 +201,3 @@ def _adadelta_kernel(
         delta = (acc_delta + eps).sqrt() / (square_avg + eps).sqrt() * grad
         acc_delta.mul_(rho).add_((1 - rho) * delta * delta)
         param.add_(-lr * delta)
-
-
-def _fused_adadelta(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    acc_deltas: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    hyper: Callable[[torch.device], Tensor],
-    kernel: Callable,
-    weight_decay_on: bool,
-    maximize: bool,
-) -> None:
-    lists = [params, grads, square_avgs, acc_deltas, state_steps]
-    for d_params, d_grads, d_sqs, d_accs, d_steps in group_by_device_and_dtype(lists):
-        increment_steps(d_steps)
-        kernel(
-            d_params,
-            d_grads,
-            d_sqs,
-            d_accs,
-            hyper(d_params[0].device),
-            weight_decay_on,
-            maximize,
-        )

@@ -9,13 +9,13 @@ import torch
 from torch import Tensor
 
 from ._base import (
+    FusedBatch,
     Optimizer,
     ParamsT,
     check_non_negative,
     group_by_device_and_dtype,
     increment_steps,
     new_step,
-    stacked_steps,
 )
 
 
@@ -65,9 +65,11 @@ class Adagrad(Optimizer):
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:
-                self._init_state(p, bool(group["fused"]))
+                self._init_state(p, group, bool(group["fused"]))
 
-    def _init_state(self, p: Tensor, fused: bool) -> None:
+    fused_state = ("sum",)
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
         state = self.state[p]
         if len(state) == 0:
             state["step"] = new_step(p, fused)
@@ -81,34 +83,36 @@ class Adagrad(Optimizer):
         super().add_param_group(param_group)
         if hasattr(self, "_kernels"):  # groups added after construction get their state now
             for p in param_group["params"]:
-                self._init_state(p, bool(param_group["fused"]))
+                self._init_state(p, param_group, bool(param_group["fused"]))
 
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
+        lr = float(group["lr"])
+        options = dict(maximize=group["maximize"])
+        if path == "fused":
+            kernel = self._kernel(_adagrad_kernel)
+            hyper = (lr, group["lr_decay"], group["weight_decay"], group["eps"])
+            for batch, grads in self._fused_batches(index, group):
+                _fused_adagrad(
+                    batch,
+                    grads,
+                    hyper=lambda values, d=batch.device: self._hyper(index, d, values),
+                    values=hyper,
+                    kernel=kernel,
+                    weight_decay_on=group["weight_decay"] != 0,
+                    **options,
+                )
+            return
         params, grads, sums, steps = [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
+            self._init_state(p, group, fused=False)
             state = self.state[p]
-            self._init_state(p, path == "fused")
             params.append(p)
             grads.append(p.grad)
             sums.append(state["sum"])
             steps.append(state["step"])
         if not params:
-            return
-        options = dict(maximize=group["maximize"])
-        if path == "fused":
-            hyper = (float(group["lr"]), group["lr_decay"], group["weight_decay"], group["eps"])
-            _fused_adagrad(
-                params,
-                grads,
-                sums,
-                steps,
-                hyper=lambda device: self._hyper(index, device, hyper),
-                kernel=self._kernel(_adagrad_kernel),
-                weight_decay_on=group["weight_decay"] != 0,
-                **options,
-            )
             return
         update = _multi_tensor_adagrad if path == "foreach" else _single_tensor_adagrad
         update(
@@ -116,7 +120,7 @@ class Adagrad(Optimizer):
             grads,
             sums,
             steps,
-            lr=float(group["lr"]),
+            lr=lr,
             lr_decay=group["lr_decay"],
             weight_decay=group["weight_decay"],
             eps=group["eps"],
@@ -187,36 +191,42 @@ def _adagrad_kernel(
     grads: list[Tensor],
     state_sums: list[Tensor],
     hyper: Tensor,
-    minus_clrs: Tensor,
+    minus_clrs: Tensor | None,
     weight_decay_on: bool,
     maximize: bool,
 ) -> None:
-    """The elementwise update of all tensors, traced once by torch.compile into one kernel."""
-    _lr, _lr_decay, weight_decay, eps = hyper.unbind()
+    """The elementwise update of all tensors, traced once by torch.compile into one kernel.
+
+    ``hyper`` is (lr, lr_decay, weight_decay, eps, -clr); ``minus_clrs`` holds -clr per
+    parameter when the parameters' step counts differ."""
+    _lr, _lr_decay, weight_decay, eps, shared_minus_clr = hyper.unbind()
     for i, (param, grad, state_sum) in enumerate(zip(params, grads, state_sums, strict=True)):
+        minus_clr = shared_minus_clr if minus_clrs is None else minus_clrs[i]
         if maximize:
             grad = -grad
         if weight_decay_on:
             grad = grad + weight_decay * param
         state_sum.add_(grad * grad)
-        param.add_(grad / (state_sum.sqrt() + eps) * minus_clrs[i])
+        param.add_(grad / (state_sum.sqrt() + eps) * minus_clr)
 
 
 def _fused_adagrad(
-    params: list[Tensor],
+    batch: FusedBatch,
     grads: list[Tensor],
-    state_sums: list[Tensor],
-    state_steps: list[Tensor],
     *,
-    hyper: Callable[[torch.device], Tensor],
+    hyper: Callable[[tuple[float, ...]], Tensor],
+    values: tuple[float, ...],
     kernel: Callable,
     weight_decay_on: bool,
     maximize: bool,
 ) -> None:
-    lists = [params, grads, state_sums, state_steps]
-    for d_params, d_grads, d_sums, d_steps in group_by_device_and_dtype(lists):
-        device = d_params[0].device
-        h = hyper(device)
-        increment_steps(d_steps)
-        minus_clrs = -h[0] / (1 + (stacked_steps(d_steps, device) - 1) * h[1])
-        kernel(d_params, d_grads, d_sums, h, minus_clrs, weight_decay_on, maximize)
+    lr, lr_decay = values[:2]
+    batch.increment_steps()
+    if batch.step is not None:  # one step count: the decayed lr is one float
+        h = hyper((*values, -lr / (1 + (batch.step - 1) * lr_decay)))
+        minus_clrs = None
+    else:
+        h = hyper((*values, 0.0))
+        minus_clrs = -h[0] / (1 + (batch.stacked_steps() - 1) * h[1])
+    (sums,) = batch.state
+    kernel(batch.params, grads, sums, h, minus_clrs, weight_decay_on, maximize)

@@ -9,13 +9,13 @@ import torch
 from torch import Tensor
 
 from ._base import (
+    FusedBatch,
     Optimizer,
     ParamsT,
     check_non_negative,
     group_by_device_and_dtype,
     increment_steps,
     new_step,
-    stacked_steps,
 )
 
 
@@ -79,24 +79,48 @@ class Adam(Optimizer):
             group.setdefault("fused", None)
             group.setdefault("decoupled_weight_decay", False)
 
+    fused_state = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    sparse_error = "Adam does not support sparse gradients, please consider SparseAdam instead"
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = new_step(p, fused=fused)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["amsgrad"]:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
+        beta1, beta2 = group["betas"]
+        lr = float(group["lr"])
+        options = dict(
+            amsgrad=group["amsgrad"],
+            maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+        )
+        if path == "fused":
+            kernel = self._kernel(_adam_kernel)
+            hyper = (lr, beta1, beta2, group["eps"], group["weight_decay"])
+            for batch, grads in self._fused_batches(index, group):
+                _fused_adam(
+                    batch,
+                    grads,
+                    hyper=lambda values, d=batch.device: self._hyper(index, d, values),
+                    values=hyper,
+                    kernel=kernel,
+                    weight_decay_on=group["weight_decay"] != 0,
+                    **options,
+                )
+            return
         lists: list[list[Any]] = [[], [], [], [], [], []]
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError(
-                    "Adam does not support sparse gradients, please consider SparseAdam instead"
-                )
+                raise RuntimeError(self.sparse_error)
+            self._init_state(p, group, fused=False)
             state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step(p, fused=path == "fused")
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["amsgrad"]:
-                    state["max_exp_avg_sq"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
             for target, value in zip(
                 lists,
                 (
@@ -112,37 +136,16 @@ class Adam(Optimizer):
                 target.append(value)
         if not lists[0]:
             return
-        beta1, beta2 = group["betas"]
-        lr = float(group["lr"])
-        options = dict(
-            amsgrad=group["amsgrad"],
-            maximize=group["maximize"],
-            decoupled_weight_decay=group["decoupled_weight_decay"],
+        update = _multi_tensor_adam if path == "foreach" else _single_tensor_adam
+        update(
+            *lists,
+            lr=lr,
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            **options,
         )
-        if path == "fused":
-
-            def hyper(device: torch.device) -> Tensor:
-                values = (lr, beta1, beta2, group["eps"], group["weight_decay"])
-                return self._hyper(index, device, values)
-
-            _fused_adam(
-                *lists,
-                hyper=hyper,
-                kernel=self._kernel(_adam_kernel),
-                weight_decay_on=group["weight_decay"] != 0,
-                **options,
-            )
-        else:
-            update = _multi_tensor_adam if path == "foreach" else _single_tensor_adam
-            update(
-                *lists,
-                lr=lr,
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                **options,
-            )
 
 
 def _single_tensor_adam(
@@ -238,20 +241,25 @@ def _adam_kernel(
     grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor | None],
+    max_exp_avg_sqs: list[Tensor] | None,
     hyper: Tensor,
-    step_sizes: Tensor,
-    bc2_sqrts: Tensor,
+    factors: Tensor | None,
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
     weight_decay_on: bool,
 ) -> None:
-    """The elementwise update of all tensors, traced once by torch.compile into one kernel."""
-    lr, beta1, beta2, eps, weight_decay = hyper.unbind()
+    """The elementwise update of all tensors, traced once by torch.compile into one kernel.
+
+    ``hyper`` is (lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt); ``factors`` holds
+    per-parameter (step_size, bc2_sqrt) columns when the parameters' step counts differ."""
+    lr, beta1, beta2, eps, weight_decay, shared_step_size, shared_bc2_sqrt = hyper.unbind()
     for i, (param, grad, exp_avg, exp_avg_sq) in enumerate(
         zip(params, grads, exp_avgs, exp_avg_sqs, strict=True)
     ):
+        step_size, bc2_sqrt = (
+            (shared_step_size, shared_bc2_sqrt) if factors is None else factors[:, i].unbind()
+        )
         if maximize:
             grad = -grad
         if weight_decay_on and decoupled_weight_decay:
@@ -263,46 +271,45 @@ def _adam_kernel(
         if amsgrad:
             max_sq = max_exp_avg_sqs[i]
             max_sq.copy_(torch.maximum(max_sq, exp_avg_sq))
-            denom = max_sq.sqrt() / bc2_sqrts[i] + eps
+            denom = max_sq.sqrt() / bc2_sqrt + eps
         else:
-            denom = exp_avg_sq.sqrt() / bc2_sqrts[i] + eps
-        param.add_(exp_avg / denom * step_sizes[i])
+            denom = exp_avg_sq.sqrt() / bc2_sqrt + eps
+        param.add_(exp_avg / denom * step_size)
 
 
 def _fused_adam(
-    params: list[Tensor],
+    batch: FusedBatch,
     grads: list[Tensor],
-    exp_avgs: list[Tensor],
-    exp_avg_sqs: list[Tensor],
-    max_exp_avg_sqs: list[Tensor | None],
-    state_steps: list[Tensor],
     *,
-    hyper: Callable[[torch.device], Tensor],
+    hyper: Callable[[tuple[float, ...]], Tensor],
+    values: tuple[float, ...],
     kernel: Callable,
     amsgrad: bool,
     maximize: bool,
     decoupled_weight_decay: bool,
     weight_decay_on: bool,
 ) -> None:
-    lists = [params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps]
-    for d_params, d_grads, d_avgs, d_sqs, d_max, d_steps in group_by_device_and_dtype(lists):
-        device = d_params[0].device
-        h = hyper(device)
-        increment_steps(d_steps)
-        t = stacked_steps(d_steps, device)
-        step_sizes = -h[0] / (1 - h[1] ** t)
-        bc2_sqrts = (1 - h[2] ** t).sqrt_()
-        kernel(
-            d_params,
-            d_grads,
-            d_avgs,
-            d_sqs,
-            d_max,
-            h,
-            step_sizes,
-            bc2_sqrts,
-            amsgrad,
-            maximize,
-            decoupled_weight_decay,
-            weight_decay_on,
-        )
+    lr, beta1, beta2 = values[:3]
+    batch.increment_steps()
+    if batch.step is not None:  # one step count: the bias corrections are two floats
+        t = batch.step
+        h = hyper((*values, -lr / (1 - beta1**t), (1 - beta2**t) ** 0.5))
+        factors = None
+    else:
+        h = hyper((*values, 0.0, 0.0))
+        t = batch.stacked_steps()
+        factors = torch.stack([-h[0] / (1 - h[1] ** t), (1 - h[2] ** t).sqrt_()])
+    exp_avgs, exp_avg_sqs, max_exp_avg_sqs = batch.state
+    kernel(
+        batch.params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        max_exp_avg_sqs,
+        h,
+        factors,
+        amsgrad,
+        maximize,
+        decoupled_weight_decay,
+        weight_decay_on,
+    )

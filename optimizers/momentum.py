@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,31 +58,38 @@ class Momentum(Optimizer):
         )
         super().__init__(params, defaults)
 
+    fused_state = ("velocity",)
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
+        if path == "fused":
+            kernel = self._kernel(_momentum_kernel)
+            hyper = (float(group["lr"]), group["momentum"], group["weight_decay"])
+            for batch, grads in self._fused_batches(index, group):
+                (velocities,) = batch.state
+                kernel(
+                    batch.params,
+                    grads,
+                    velocities,
+                    self._hyper(index, batch.device, hyper),
+                    group["weight_decay"] != 0,
+                    group["nesterov"],
+                    group["maximize"],
+                )
+            return
         params, grads, velocities = [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
-            state = self.state[p]
-            if len(state) == 0:
-                state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            self._init_state(p, group, fused=False)
             params.append(p)
             grads.append(p.grad)
-            velocities.append(state["velocity"])
+            velocities.append(self.state[p]["velocity"])
         if not params:
-            return
-        options = dict(nesterov=group["nesterov"], maximize=group["maximize"])
-        if path == "fused":
-            hyper = (float(group["lr"]), group["momentum"], group["weight_decay"])
-            _fused_momentum(
-                params,
-                grads,
-                velocities,
-                hyper=lambda device: self._hyper(index, device, hyper),
-                kernel=self._kernel(_momentum_kernel),
-                weight_decay_on=group["weight_decay"] != 0,
-                **options,
-            )
             return
         update = _multi_tensor_momentum if path == "foreach" else _single_tensor_momentum
         update(
@@ -93,7 +99,8 @@ class Momentum(Optimizer):
             lr=float(group["lr"]),
             momentum=group["momentum"],
             weight_decay=group["weight_decay"],
-            **options,
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
         )
 
 
@@ -169,19 +176,3 @@ def _momentum_kernel(
             param.add_(momentum * velocity).add_(-lr * grad)
         else:
             param.add_(velocity)
-
-
-def _fused_momentum(
-    params: list[Tensor],
-    grads: list[Tensor],
-    velocities: list[Tensor],
-    *,
-    hyper: Callable[[torch.device], Tensor],
-    kernel: Callable,
-    weight_decay_on: bool,
-    nesterov: bool,
-    maximize: bool,
-) -> None:
-    for d_params, d_grads, d_vels in group_by_device_and_dtype([params, grads, velocities]):
-        device = d_params[0].device
-        kernel(d_params, d_grads, d_vels, hyper(device), weight_decay_on, nesterov, maximize)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,23 +67,50 @@ class RMSprop(Optimizer):
         )
         super().__init__(params, defaults)
 
+    fused_state = ("square_avg", "grad_avg", "momentum_buffer")
+    sparse_error = "RMSprop does not support sparse gradients"
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = new_step(p, fused=fused)
+            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["momentum"] > 0:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if group["centered"]:
+                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
+        if path == "fused":
+            kernel = self._kernel(_rmsprop_kernel)
+            hyper = (
+                float(group["lr"]),
+                group["alpha"],
+                group["eps"],
+                group["weight_decay"],
+                group["momentum"],
+            )
+            for batch, grads in self._fused_batches(index, group):
+                batch.increment_steps()
+                kernel(
+                    batch.params,
+                    grads,
+                    *batch.state,
+                    self._hyper(index, batch.device, hyper),
+                    group["weight_decay"] != 0,
+                    group["momentum"] > 0,
+                    group["centered"],
+                    group["maximize"],
+                )
+            return
         lists: list[list[Any]] = [[], [], [], [], [], []]
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError("RMSprop does not support sparse gradients")
+                raise RuntimeError(self.sparse_error)
+            self._init_state(p, group, fused=False)
             state = self.state[p]
-            if len(state) == 0:
-                state["step"] = new_step(p, fused=path == "fused")
-                state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                if group["momentum"] > 0:
-                    state["momentum_buffer"] = torch.zeros_like(
-                        p, memory_format=torch.preserve_format
-                    )
-                if group["centered"]:
-                    state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             values = (
                 p,
                 p.grad,
@@ -97,24 +123,6 @@ class RMSprop(Optimizer):
                 target.append(value)
         if not lists[0]:
             return
-        options = dict(centered=group["centered"], maximize=group["maximize"])
-        if path == "fused":
-            hyper = (
-                float(group["lr"]),
-                group["alpha"],
-                group["eps"],
-                group["weight_decay"],
-                group["momentum"],
-            )
-            _fused_rmsprop(
-                *lists,
-                hyper=lambda device: self._hyper(index, device, hyper),
-                kernel=self._kernel(_rmsprop_kernel),
-                weight_decay_on=group["weight_decay"] != 0,
-                momentum_on=group["momentum"] > 0,
-                **options,
-            )
-            return
         update = _multi_tensor_rmsprop if path == "foreach" else _single_tensor_rmsprop
         update(
             *lists,
@@ -123,7 +131,8 @@ class RMSprop(Optimizer):
             eps=group["eps"],
             weight_decay=group["weight_decay"],
             momentum=group["momentum"],
-            **options,
+            centered=group["centered"],
+            maximize=group["maximize"],
         )
 
 
@@ -212,8 +221,8 @@ def _rmsprop_kernel(
     params: list[Tensor],
     grads: list[Tensor],
     square_avgs: list[Tensor],
-    grad_avgs: list[Tensor | None],
-    momentum_buffers: list[Tensor | None],
+    grad_avgs: list[Tensor] | None,
+    momentum_buffers: list[Tensor] | None,
     hyper: Tensor,
     weight_decay_on: bool,
     momentum_on: bool,
@@ -240,35 +249,3 @@ def _rmsprop_kernel(
             param.add_(-lr * buf)
         else:
             param.add_(grad / avg * -lr)
-
-
-def _fused_rmsprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor | None],
-    momentum_buffers: list[Tensor | None],
-    state_steps: list[Tensor],
-    *,
-    hyper: Callable[[torch.device], Tensor],
-    kernel: Callable,
-    weight_decay_on: bool,
-    momentum_on: bool,
-    centered: bool,
-    maximize: bool,
-) -> None:
-    lists = [params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps]
-    for d_params, d_grads, d_sqs, d_gavgs, d_bufs, d_steps in group_by_device_and_dtype(lists):
-        increment_steps(d_steps)
-        kernel(
-            d_params,
-            d_grads,
-            d_sqs,
-            d_gavgs,
-            d_bufs,
-            hyper(d_params[0].device),
-            weight_decay_on,
-            momentum_on,
-            centered,
-            maximize,
-        )

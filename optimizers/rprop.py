@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -66,44 +65,59 @@ class Rprop(Optimizer):
         )
         super().__init__(params, defaults)
 
+    fused_state = ("prev", "step_size")
+    sparse_error = "Rprop does not support sparse gradients"
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
+        state = self.state[p]
+        if len(state) == 0:
+            lr0 = float(group.get("initial_lr", group["lr"]))
+            state["step"] = new_step(p, fused=fused)
+            state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step_size"] = torch.full_like(p.grad, lr0)
+            state["lr0"] = lr0
+
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
-        params, grads, prevs, step_sizes, steps, ratios = [], [], [], [], [], []
         lr = float(group["lr"])
+        etaminus, etaplus = group["etas"]
+        step_size_min, step_size_max = group["step_sizes"]
+        if path == "fused":
+            kernel = self._kernel(_rprop_kernel)
+            for batch, grads in self._fused_batches(index, group):
+                batch.increment_steps()
+                lr0s = {s["lr0"] for s in batch.states}
+                hyper = (etaminus, etaplus, step_size_min, step_size_max)
+                ratios = None
+                if len(lr0s) == 1:  # one lr_0: the schedule's multiplier is one float
+                    hyper += (_ratio(lr, *lr0s),)
+                else:
+                    hyper += (0.0,)
+                    per_param = [_ratio(lr, s["lr0"]) for s in batch.states]
+                    ratios = self._hyper((index, "ratio"), batch.device, per_param)
+                kernel(
+                    batch.params,
+                    grads,
+                    *batch.state,
+                    self._hyper(index, batch.device, hyper),
+                    ratios,
+                    group["maximize"],
+                )
+            return
+        params, grads, prevs, step_sizes, steps, ratios = [], [], [], [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
-                raise RuntimeError("Rprop does not support sparse gradients")
+                raise RuntimeError(self.sparse_error)
+            self._init_state(p, group, fused=False)
             state = self.state[p]
-            if len(state) == 0:
-                lr0 = float(group.get("initial_lr", lr))
-                state["step"] = new_step(p, fused=path == "fused")
-                state["prev"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step_size"] = torch.full_like(p.grad, lr0)
-                state["lr0"] = lr0
             params.append(p)
             grads.append(p.grad)
             prevs.append(state["prev"])
             step_sizes.append(state["step_size"])
             steps.append(state["step"])
-            ratios.append(lr / state["lr0"] if state["lr0"] != 0 else 1.0)
+            ratios.append(_ratio(lr, state["lr0"]))
         if not params:
-            return
-        etaminus, etaplus = group["etas"]
-        step_size_min, step_size_max = group["step_sizes"]
-        if path == "fused":
-            hyper = (etaminus, etaplus, step_size_min, step_size_max)
-            _fused_rprop(
-                params,
-                grads,
-                prevs,
-                step_sizes,
-                steps,
-                hyper=lambda device: self._hyper(index, device, hyper),
-                ratios=lambda device: self._hyper((index, "ratio"), device, ratios),
-                kernel=self._kernel(_rprop_kernel),
-                maximize=group["maximize"],
-            )
             return
         update = _multi_tensor_rprop if path == "foreach" else _single_tensor_rprop
         update(
@@ -119,6 +133,11 @@ class Rprop(Optimizer):
             step_size_max=step_size_max,
             maximize=group["maximize"],
         )
+
+
+def _ratio(lr: float, lr0: float) -> float:
+    """The schedule's multiplier lr_t / lr_0 (1 when lr_0 is 0)."""
+    return lr / lr0 if lr0 != 0 else 1.0
 
 
 def _single_tensor_rprop(
@@ -197,42 +216,24 @@ def _rprop_kernel(
     prevs: list[Tensor],
     step_sizes: list[Tensor],
     hyper: Tensor,
-    ratios: Tensor,
+    ratios: Tensor | None,
     maximize: bool,
 ) -> None:
-    """The elementwise update of all tensors, traced once by torch.compile into one kernel."""
+    """The elementwise update of all tensors, traced once by torch.compile into one kernel.
+
+    ``hyper`` is (etaminus, etaplus, step_size_min, step_size_max, lr_t / lr_0); ``ratios``
+    holds lr_t / lr_0 per parameter when their lr_0 differ."""
     for i, (param, grad, prev, step_size) in enumerate(
         zip(params, grads, prevs, step_sizes, strict=True)
     ):
         # eta and the clamp bounds in the parameter's dtype, as torch's kernels round them
-        etaminus, etaplus, size_min, size_max = hyper.to(param.dtype).unbind()
+        etaminus, etaplus, size_min, size_max = hyper[:4].to(param.dtype).unbind()
+        ratio = hyper[4] if ratios is None else ratios[i]
         if maximize:
             grad = -grad
         sign = (grad * prev).sign()
         factor = torch.where(sign > 0, etaplus, torch.where(sign < 0, etaminus, 1.0))
         step_size.copy_((step_size * factor).clamp(size_min, size_max))
         grad = torch.where(sign < 0, 0.0, grad)
-        param.add_(grad.sign() * step_size * -ratios[i])
+        param.add_(grad.sign() * step_size * -ratio)
         prev.copy_(grad)
-
-
-def _fused_rprop(
-    params: list[Tensor],
-    grads: list[Tensor],
-    prevs: list[Tensor],
-    step_sizes: list[Tensor],
-    state_steps: list[Tensor],
-    *,
-    hyper: Callable[[torch.device], Tensor],
-    ratios: Callable[[torch.device], Tensor],
-    kernel: Callable,
-    maximize: bool,
-) -> None:
-    for (d_params, d_grads, d_prevs, d_sizes, d_steps), indices in group_with_indices(
-        [params, grads, prevs, step_sizes, state_steps]
-    ):
-        device = d_params[0].device
-        increment_steps(d_steps)
-        all_ratios = ratios(device)
-        d_ratios = all_ratios if len(indices) == len(params) else all_ratios[indices]
-        kernel(d_params, d_grads, d_prevs, d_sizes, hyper(device), d_ratios, maximize)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -64,39 +63,54 @@ class SGD(Optimizer):
             group.setdefault("foreach", None)
             group.setdefault("fused", None)
 
+    fused_state = ("momentum_buffer",)
+
+    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
+        # fused: a fresh buffer is zeros, and its first update uses a dampening factor of 1
+        if fused and group["momentum"] != 0 and "momentum_buffer" not in self.state[p]:
+            self.state[p]["momentum_buffer"] = torch.zeros_like(
+                p, memory_format=torch.preserve_format
+            )
+
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
+        momentum_on = group["momentum"] != 0
+        if path == "fused":
+            lr = float(group["lr"])
+            kernel = self._kernel(_sgd_kernel)
+            damped = 1.0 - group["dampening"]
+            for batch, grads in self._fused_batches(index, group):
+                device = batch.device
+                # b_1 = g_1 is mu * 0 + 1 * g_1: a fresh buffer takes the gradient undamped
+                damping, factors = damped, None
+                if batch.fresh is not None:  # the batch's first step
+                    per_param = [1.0 if f else damped for f in batch.fresh]
+                    if len(set(per_param)) == 1:
+                        damping = per_param[0]
+                    else:
+                        factors = self._hyper((index, "damp"), device, per_param)
+                    batch.fresh = None
+                hyper = (lr, group["momentum"], group["weight_decay"], damping)
+                kernel(
+                    batch.params,
+                    grads,
+                    *batch.state,
+                    self._hyper(index, device, hyper),
+                    factors,
+                    momentum_on,
+                    group["weight_decay"] != 0,
+                    group["nesterov"],
+                    group["maximize"],
+                )
+            return
         params, grads, bufs = [], [], []
         for p in group["params"]:
             if p.grad is None:
                 continue
             params.append(p)
             grads.append(p.grad)
-            if group["momentum"] != 0:
+            if momentum_on:
                 bufs.append(self.state[p].get("momentum_buffer"))
         if not params:
-            return
-        momentum_on = group["momentum"] != 0
-        if path == "fused":
-            first = [b is None for b in bufs]
-            for i, is_first in enumerate(first):
-                if is_first:
-                    bufs[i] = torch.zeros_like(params[i], memory_format=torch.preserve_format)
-                    self.state[params[i]]["momentum_buffer"] = bufs[i]
-            # b_1 = g_1 is mu * 0 + 1 * g_1: a fresh buffer is zeros with dampening factor 1.
-            factors = [1.0 if f else 1.0 - group["dampening"] for f in first]
-            hyper = (float(group["lr"]), group["momentum"], group["weight_decay"])
-            _fused_sgd(
-                params,
-                grads,
-                bufs if momentum_on else [None] * len(params),
-                hyper=lambda device: self._hyper(index, device, hyper),
-                factors=lambda device: self._hyper((index, "damp"), device, factors),
-                kernel=self._kernel(_sgd_kernel),
-                momentum_on=momentum_on,
-                weight_decay_on=group["weight_decay"] != 0,
-                nesterov=group["nesterov"],
-                maximize=group["maximize"],
-            )
             return
         update = _multi_tensor_sgd if path == "foreach" else _single_tensor_sgd
         update(
@@ -188,16 +202,19 @@ def _multi_tensor_sgd(
 def _sgd_kernel(
     params: list[Tensor],
     grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
+    momentum_buffers: list[Tensor] | None,
     hyper: Tensor,
-    factors: Tensor,
+    factors: Tensor | None,
     momentum_on: bool,
     weight_decay_on: bool,
     nesterov: bool,
     maximize: bool,
 ) -> None:
-    """The elementwise update of all tensors, traced once by torch.compile into one kernel."""
-    lr, momentum, weight_decay = hyper.unbind()
+    """The elementwise update of all tensors, traced once by torch.compile into one kernel.
+
+    ``hyper`` is (lr, momentum, weight_decay, 1 - dampening); ``factors`` replaces the last
+    per parameter on the step that creates buffers (1 for a fresh one)."""
+    lr, momentum, weight_decay, damped = hyper.unbind()
     for i, (param, grad) in enumerate(zip(params, grads, strict=True)):
         if maximize:
             grad = -grad
@@ -205,38 +222,6 @@ def _sgd_kernel(
             grad = grad + weight_decay * param
         if momentum_on:
             buf = momentum_buffers[i]
-            buf.mul_(momentum).add_(factors[i] * grad)
+            buf.mul_(momentum).add_((damped if factors is None else factors[i]) * grad)
             grad = grad + momentum * buf if nesterov else buf
         param.add_(-lr * grad)
-
-
-def _fused_sgd(
-    params: list[Tensor],
-    grads: list[Tensor],
-    momentum_buffers: list[Tensor | None],
-    *,
-    hyper: Callable[[torch.device], Tensor],
-    factors: Callable[[torch.device], Tensor],
-    kernel: Callable,
-    momentum_on: bool,
-    weight_decay_on: bool,
-    nesterov: bool,
-    maximize: bool,
-) -> None:
-    for (d_params, d_grads, d_bufs), indices in group_with_indices(
-        [params, grads, momentum_buffers]
-    ):
-        device = d_params[0].device
-        all_factors = factors(device)
-        d_factors = all_factors if len(indices) == len(params) else all_factors[indices]
-        kernel(
-            d_params,
-            d_grads,
-            d_bufs,
-            hyper(device),
-            d_factors,
-            momentum_on,
-            weight_decay_on,
-            nesterov,
-            maximize,
-        )

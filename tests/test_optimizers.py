@@ -337,6 +337,59 @@ def test_fused_changing_lr_without_recompiling(name, device):
     check_changing_lr(name, len(options) - 1, "fused", torch.float64, device, steps=60)
 
 
+# ---------------------------------------------------------------- fused path's cached lists
+def test_fused_mixed_dtypes_in_one_group_match_the_loop():
+    """One param group with float64 and float32 params: one cached batch per dtype."""
+
+    def mixed():
+        params = make_params(torch.float64)
+        params[1].data = params[1].data.float()
+        params[3].data = params[3].data.float()
+        return params
+
+    results = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        params = mixed()
+        opt = Adam(params, lr=LR, **flags)
+        for k in range(20):
+            opt.zero_grad()
+            loss_fn([p.double() for p in params], k).backward()
+            opt.step()
+        results.append(params)
+    for p, q in zip(*results, strict=True):  # float32 rounding reaches the float64 params too
+        assert p.dtype == q.dtype
+        assert_rel_close(p.detach(), q.detach(), TOL[torch.float32], what="param")
+
+
+def edit_state(opt: torch.optim.Optimizer, params: list[torch.Tensor], k: int) -> None:
+    """State changes a user may make between steps, which the fused path must not miss (on
+    steps where the same params have gradients as on the step before)."""
+    if k == 5:  # replace a state tensor
+        opt.state[params[0]]["exp_avg"] = torch.full_like(params[0], 0.1)
+    if k == 8:  # reset one param's state
+        del opt.state[params[2]]
+    if k == 11:  # change a step count in place (the params' counts now differ)
+        opt.state[params[0]]["step"].fill_(3.0)
+    if k == 14:  # replace a param's whole state dict
+        opt.state[params[1]] = {key: v.clone() for key, v in opt.state[params[1]].items()}
+        opt.state[params[1]]["exp_avg_sq"].mul_(2.0)
+
+
+def test_fused_sees_state_changed_between_steps():
+    results = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        params = make_params(torch.float64)
+        opt = Adam(params, lr=LR, **flags)
+        for k in range(18):
+            edit_state(opt, params, k)
+            opt.zero_grad()
+            loss_fn(params, k).backward()
+            opt.step()
+        results.append(params)
+    for p, q in zip(*results, strict=True):
+        assert_rel_close(p.detach(), q.detach(), TOL[torch.float64], what="param")
+
+
 # ---------------------------------------------------------------- bitwise resume
 def check_resume(name: str, path: str, device, steps: int = 30):
     ours_cls, _, options, group_b = CASES[name]
@@ -453,6 +506,15 @@ def test_state_layout_matches_torch(name, fused, device):
             assert (got.dtype, got.device, got.shape) == (torch.float32, p[0].device, ())
         else:
             assert (got.dtype, got.device, got.shape) == (value.dtype, value.device, value.shape)
+
+
+def test_sgd_without_momentum_keeps_no_state_like_torch():
+    for flags in ({"fused": True}, {"foreach": True}, {"foreach": False}):
+        params = make_params(torch.float64)
+        opt = SGD(params, lr=LR, **flags)
+        loss_fn(params, 1).backward()
+        opt.step()
+        assert opt.state_dict()["state"] == {}, flags
 
 
 def test_adagrad_state_is_created_in_constructor():
