@@ -11,7 +11,10 @@ task, into ``--out``:
   seeds);
 
 and ``summary.md`` (mean +- std over seeds of the final and best metrics, diverged counts), which is
-also printed. Bad arguments and unusable stores exit with code 2 and one line on stderr.
+also printed. From bench.profiles (issue 6): ``performance_profile.<fmt>`` over every (task,
+schedule) cell of the plotted tasks, and ``<task>_lr_sensitivity.<fmt>`` when the store has a
+``tuning.csv`` (``bench.run --lr grid``). Bad arguments and unusable stores exit with code 2 and
+one line on stderr.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ matplotlib.use("Agg")  # files only: no display needed, same output everywhere
 import numpy as np
 import pandas as pd
 
-from bench import figures
+from bench import figures, profiles
 
 DEFAULT_RESULTS = Path("results/runs")  # the runner's default --out
 CURVE_COLUMNS = ("run_id", "task", "optim", "sched", "seed", "step", "lr", "elapsed_s")
@@ -213,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         paths, section = plot_task(task, curves, summary, args)
         written += paths
         sections.append(section)
+    written += profiles.write_figures(args.results, args.out, summary, tasks, args.format)
     report = f"# Results: {args.results}\n\n" + "\n".join(sections)
     (args.out / "summary.md").write_text(report, encoding="utf-8")
     print(report)

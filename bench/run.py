@@ -21,7 +21,8 @@ import queue
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -31,9 +32,11 @@ from tqdm import tqdm
 from bench import data as D
 from bench import store as S
 from bench import tasks as T
+from bench import tuning as U
 from bench.train import RunConfig, train_one_run
 
 DEFAULT_OUT = "results/runs"
+DEFAULT_GRID = "1e-5:1e1:13"
 PROG = "bench.run"
 
 
@@ -106,6 +109,87 @@ def parse_lr(text: str | None) -> float | None:
     return value
 
 
+@dataclass(frozen=True)
+class LrMode:
+    """How each cell's lr is chosen: the task's default, one shared value, or tuned."""
+
+    source: str  # default | shared | search | grid
+    shared: float | None = None
+    lr_max: float = 10.0
+    probe_steps: int | None = None  # None: the run's steps
+    grid: tuple[float, ...] = field(default_factory=tuple)
+
+
+def parse_lr_mode(args: argparse.Namespace) -> LrMode:
+    """--lr X | search | grid, with --lr-max / --probe-steps / --lr-grid (each only with its
+    mode)."""
+    text = None if args.lr is None else args.lr.strip()
+    source = {None: "default", "search": "search", "grid": "grid"}.get(text, "shared")
+    for flag, value, needs in (
+        ("--lr-max", args.lr_max, "search"),
+        ("--probe-steps", args.probe_steps, "search"),
+        ("--lr-grid", args.lr_grid, "grid"),
+    ):
+        if value is not None and source != needs:
+            raise UsageError(f"{flag} is only used with --lr {needs}")
+    if source == "shared":
+        try:
+            return LrMode("shared", shared=parse_lr(text))
+        except UsageError:
+            raise UsageError(
+                f"--lr must be a positive number, got '{text}'; or 'search' (halving from "
+                "--lr-max) or 'grid' (tuning on --lr-grid)"
+            ) from None
+    if source == "search":
+        lr_max = 10.0
+        if args.lr_max is not None:
+            try:
+                lr_max = float(args.lr_max)
+            except ValueError:
+                lr_max = math.nan
+            if not (math.isfinite(lr_max) and lr_max > 0):
+                raise UsageError(f"--lr-max must be a positive number, got '{args.lr_max}'")
+        probe = None
+        if args.probe_steps is not None:
+            probe = positive_int("--probe-steps", args.probe_steps)
+        return LrMode("search", lr_max=lr_max, probe_steps=probe)
+    if source == "grid":
+        try:
+            grid = U.parse_grid(args.lr_grid if args.lr_grid is not None else DEFAULT_GRID)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return LrMode("grid", grid=tuple(grid))
+    return LrMode("default")
+
+
+def parse_targets(text: str | None, task_names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each task's target: --target X (every task of the command), or TASK=X,TASK=Y (those
+    tasks); the others keep their registry default."""
+    out = {name: U.default_target(name) for name in task_names}
+    if text is None:
+        return out
+    items = [i.strip() for i in text.split(",")]
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        names = [name.strip()] if sep else list(task_names)
+        if sep and names[0] not in task_names:
+            raise UsageError(
+                f"--target {item}: task '{names[0]}' is not in this command's --task "
+                f"({', '.join(task_names)})"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or (not sep and len(items) > 1):
+            raise UsageError(
+                f"--target must be a number or TASK=NUMBER[,TASK=NUMBER], got '{text}'"
+            )
+        for n in names:
+            out[n] = {"metric": T.TASKS[n].target_metric, "value": number}
+    return out
+
+
 def parse_kv(flag: str, items: Sequence[str] | None) -> dict[str, Any]:
     """['key=value', ...] with values as Python literals (0.9, (0.9, 0.99), True, 'name')."""
     out: dict[str, Any] = {}
@@ -175,7 +259,24 @@ def build_parser() -> argparse.ArgumentParser:
     a("--batch-size", help="minibatch size (default: the task's)")
     a(
         "--lr",
-        help="one initial lr shared by every optimizer (default: the task's lr per optimizer)",
+        help="one initial lr shared by every optimizer; 'search': per cell, halve from --lr-max "
+        "until a probe neither diverges nor ends above its initial loss; 'grid': per cell, the "
+        "best of --lr-grid on the first seed (default: the task's lr per optimizer)",
+    )
+    a("--lr-max", help="--lr search: the first probe's lr (default: 10)")
+    a(
+        "--probe-steps",
+        help="--lr search: steps per probe run (default: the run's steps, so the accepted probe "
+        "is the first seed's run)",
+    )
+    a(
+        "--lr-grid",
+        help=f"--lr grid: LO:HI:N, N log-spaced lrs from LO to HI (default: {DEFAULT_GRID})",
+    )
+    a(
+        "--target",
+        help="time-to-target level: a number for every task of the command, or "
+        "TASK=NUMBER,... (default: the task's; see --list)",
     )
     a(
         "--opt-arg",
@@ -215,7 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def plan(args: argparse.Namespace) -> list[RunConfig]:
-    """Every run of the sweep, resolved and validated (raises UsageError)."""
+    """Every run of the sweep, resolved and validated (raises UsageError).
+
+    With --lr search / grid the configs carry the task's default lr as a placeholder until
+    ``tune`` replaces it with each cell's chosen lr."""
     import optimizers
     import schedulers
 
@@ -225,7 +329,9 @@ def plan(args: argparse.Namespace) -> list[RunConfig]:
     seeds = parse_seeds(args.seeds)
     steps = positive_int("--steps", args.steps) if args.steps is not None else None
     batch = positive_int("--batch-size", args.batch_size) if args.batch_size is not None else None
-    lr = parse_lr(args.lr)
+    mode = parse_lr_mode(args)
+    lr = mode.shared
+    parse_targets(args.target, task_names)
     warmup = positive_int("--warmup", args.warmup, allow_zero=True)
     eval_every = positive_int("--eval-every", args.eval_every) if args.eval_every else None
     threads = positive_int("--threads", args.threads)
@@ -240,6 +346,8 @@ def plan(args: argparse.Namespace) -> list[RunConfig]:
         if warmup and warmup >= (steps or T.TASKS[name].steps):
             n = steps or T.TASKS[name].steps
             raise UsageError(f"--warmup {warmup} must be below the {n} steps of {name}")
+        if warmup and mode.probe_steps is not None and warmup >= mode.probe_steps:
+            raise UsageError(f"--warmup {warmup} must be below --probe-steps {mode.probe_steps}")
     _check_constructors(optims, scheds, opt_args, sched_args, warmup, task_names, steps)
     configs = []
     for name in task_names:
@@ -316,6 +424,8 @@ def print_list() -> None:
         )
         print(f"  {'':<15} {t.description}")
         print(f"  {'':<15} lr: {', '.join(f'{k}={v:g}' for k, v in sorted(t.lr.items()))}")
+        sense = ">=" if T.TARGET_METRICS[t.target_metric] == "max" else "<="
+        print(f"  {'':<15} target: {t.target_metric} {sense} {t.target:g}")
 
 
 # ---------------------------------------------------------------------------- execution
@@ -361,54 +471,99 @@ def _worker(tasks, results) -> None:
         results.put((k, train_one_run(config)))
 
 
-def run_in_workers(pending: list[RunConfig], jobs: int):
-    """Yield (config, record) as spawned worker processes finish them (in any order).
+class WorkerPool:
+    """Spawned worker processes that run configs and send back records, kept across batches (the
+    rounds of --lr search start them once).
 
     Hand-rolled rather than a ProcessPoolExecutor so that Ctrl-C can terminate the workers at once
     and a dead worker is noticed instead of waited for."""
-    ctx = mp.get_context("spawn")  # fork is unsafe with torch threads and CUDA
-    tasks, results = ctx.Queue(), ctx.Queue()
-    for item in enumerate(pending):
-        tasks.put(item)
-    procs = [ctx.Process(target=_worker, args=(tasks, results), daemon=True) for _ in range(jobs)]
-    for _ in procs:
-        tasks.put(None)
-    for p in procs:
-        p.start()
-    try:
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs, self.procs, self.batch = jobs, [], 0
+        ctx = mp.get_context("spawn")  # fork is unsafe with torch threads and CUDA
+        self.tasks, self.results = ctx.Queue(), ctx.Queue()
+
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.procs = [
+            ctx.Process(target=_worker, args=(self.tasks, self.results), daemon=True)
+            for _ in range(self.jobs)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def run(self, pending: list[RunConfig]):
+        """Yield (config, record) as the workers finish them (in any order); the workers start
+        with the first configs."""
+        if pending and not self.procs:
+            self._start()
+        self.batch += 1
+        for k, config in enumerate(pending):
+            self.tasks.put(((self.batch, k), config))
         for _ in pending:
             while True:
                 try:
-                    k, record = results.get(timeout=0.5)
-                    break
+                    (batch, k), record = self.results.get(timeout=0.5)
+                    if batch == self.batch:
+                        break
                 except queue.Empty:
-                    if any(p.exitcode not in (None, 0) for p in procs):
+                    if any(p.exitcode not in (None, 0) for p in self.procs):
                         raise WorkerDied from None
             yield pending[k], record
-        for p in procs:
-            p.join()
-    finally:
-        for p in procs:
+
+    def close(self, wait: bool = False) -> None:
+        """Stop the workers: let them finish (wait) or terminate them at once."""
+        if wait:
+            for _ in self.procs:
+                self.tasks.put(None)
+            for p in self.procs:
+                p.join()
+        for p in self.procs:
             if p.is_alive():
                 p.terminate()
-        for p in procs:
+        for p in self.procs:
             p.join(timeout=5)
-        tasks.cancel_join_thread()
+        self.tasks.cancel_join_thread()
+
+
+def run_in_workers(pending: list[RunConfig], jobs: int, pool: WorkerPool | None = None):
+    """Yield (config, record) as worker processes finish them: in ``pool`` when given (left
+    running), else in a pool started for these configs and stopped afterwards."""
+    own = pool is None
+    pool = pool or WorkerPool(jobs)
+    done = False
+    try:
+        yield from pool.run(pending)
+        done = True
+    finally:
+        if own:
+            pool.close(wait=done)
+        elif not done:  # interrupted or a worker died: the pool cannot be trusted any more
+            pool.close()
 
 
 def execute(
-    store: S.Store, pending: list[RunConfig], skipped: int, jobs: int, quiet: bool
+    store: S.Store,
+    pending: list[RunConfig],
+    skipped: int,
+    jobs: int,
+    quiet: bool,
+    label: str = "",
+    extra: Mapping[str, dict[str, Any]] | None = None,
+    pool: WorkerPool | None = None,
 ) -> dict[str, int]:
-    """Run the pending configs, adding each record to the store as it finishes."""
+    """Run the pending configs, adding each record to the store as it finishes (with the fields of
+    ``extra[run_id]``: how its lr was chosen, its target). ``label`` prefixes the per-run lines;
+    ``pool``: worker processes to use (kept running) instead of starting ``jobs`` new ones."""
     counts = {"ok": 0, "diverged": 0, "failed": 0, "skipped": skipped}
     total = len(pending) + skipped
     bars = _show_bars(quiet)
     sweep_bar = tqdm(total=total, initial=skipped, desc="sweep", unit="run", disable=not bars)
 
     def finished(config: RunConfig, record: dict[str, Any], index: int) -> None:
-        store.add(record)
+        store.add({**record, **(extra or {}).get(config.run_id, {})})
         counts[record["status"]] += 1
-        line = f"[{index}/{total}] {_describe(config)}: {_outcome(record)}"
+        line = f"[{index}/{total}] {label}{_describe(config)}: {_outcome(record)}"
         if record["status"] == "failed":
             tqdm.write(f"{PROG}: {line}", file=sys.stderr)
         elif bars:
@@ -420,10 +575,13 @@ def execute(
         sweep_bar.update(1)
 
     try:
-        if jobs == 1 or len(pending) <= 1:
+        if pool is None and (jobs == 1 or len(pending) <= 1):
             for i, config in enumerate(pending, start=skipped + 1):
                 run_bar = tqdm(
-                    total=config.steps, desc=_describe(config), leave=False, disable=not bars
+                    total=config.steps,
+                    desc=label + _describe(config),
+                    leave=False,
+                    disable=not bars,
                 )
 
                 def progress(step, steps, loss, lr, bar=run_bar):
@@ -436,13 +594,144 @@ def execute(
                     run_bar.close()
                 finished(config, record, i)
         else:
-            workers = run_in_workers(pending, min(jobs, len(pending)))
+            workers = run_in_workers(pending, min(jobs, len(pending)), pool)
             with contextlib.closing(workers):  # Ctrl-C anywhere here stops the workers at once
                 for n, (config, record) in enumerate(workers, start=skipped + 1):
                     finished(config, record, n)
     finally:
         sweep_bar.close()
     return counts
+
+
+# ---------------------------------------------------------------------------- tuning
+
+
+Cell = tuple[str, str, str]  # (task, optim, sched); the other settings are the command's
+
+
+def _cells(configs: list[RunConfig]) -> dict[Cell, RunConfig]:
+    """Each cell's config on the tuning seed (the first of --seeds)."""
+    cells: dict[Cell, RunConfig] = {}
+    for c in configs:
+        cells.setdefault((c.task, c.optim, c.sched), c)
+    return cells
+
+
+def _say(quiet: bool, line: str) -> None:
+    if quiet:
+        return
+    if _show_bars(quiet):
+        tqdm.write(line)
+    else:
+        print(line, flush=True)
+
+
+def _run_missing(
+    sub: S.Store, configs: list[RunConfig], force: bool, fresh: set[str], jobs: int, quiet: bool,
+    label: str, pool: WorkerPool | None = None,
+) -> dict[str, int]:  # fmt: skip
+    """Run the configs that the sub-store lacks (all of them with --force, once per command)."""
+    todo = [
+        c for c in dict((c.run_id, c) for c in configs).values()
+        if not sub.is_done(c.run_id) or (force and c.run_id not in fresh)
+    ]  # fmt: skip
+    fresh.update(c.run_id for c in todo)
+    return execute(sub, todo, len(configs) - len(todo), jobs, quiet, label, pool=pool)
+
+
+def search_lrs(
+    sub: S.Store, cells: dict[Cell, RunConfig], mode: LrMode, jobs: int, quiet: bool,
+    force: bool, fresh: set[str],
+) -> dict[Cell, float | None]:  # fmt: skip
+    """The halving search, in rounds: each round runs the next probe of every unresolved cell (in
+    parallel with --jobs, on worker processes started once); a cell stops at its first passing
+    probe, or with None after MAX_HALVINGS halvings or a failed probe."""
+    lrs = U.halving_lrs(mode.lr_max, U.MAX_HALVINGS)
+    k = dict.fromkeys(cells, 0)
+    chosen: dict[Cell, float | None] = {}
+    pool = WorkerPool(min(jobs, len(cells))) if jobs > 1 and len(cells) > 1 else None
+    try:
+        _search_rounds(sub, cells, mode, lrs, k, chosen, quiet, force, fresh, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+    return chosen
+
+
+def _search_rounds(sub, cells, mode, lrs, k, chosen, quiet, force, fresh, pool) -> None:
+    while k:
+        probes = {}
+        for cell, i in k.items():
+            c = cells[cell]
+            steps = mode.probe_steps or c.steps
+            probes[cell] = replace(c, lr=lrs[i], steps=steps, eval_every=min(c.eval_every, steps))
+        _run_missing(sub, list(probes.values()), force, fresh, 1, quiet, "probe ", pool)
+        for cell, probe in probes.items():
+            verdict = U.probe_verdict(sub.records[probe.run_id])
+            if verdict == U.PASSED:
+                chosen[cell] = probe.lr
+            elif verdict == U.FAILED or k[cell] == U.MAX_HALVINGS:
+                chosen[cell] = None
+            else:
+                k[cell] += 1
+                continue
+            n = k.pop(cell) + 1
+            what = f"lr {probe.lr:g}"
+            if verdict != U.PASSED:
+                what = f"no lr ({verdict} at {probe.lr:g})"
+            _say(quiet, f"lr search {' '.join(cell)}: {what} after {n} probe(s)")
+
+
+def grid_lrs(
+    sub: S.Store, cells: dict[Cell, RunConfig], mode: LrMode, jobs: int, quiet: bool,
+    force: bool, fresh: set[str],
+) -> dict[Cell, float | None]:  # fmt: skip
+    """Every grid lr on the tuning seed, then each cell's best (None: every point diverged)."""
+    runs = {cell: [replace(c, lr=lr) for lr in mode.grid] for cell, c in cells.items()}
+    _run_missing(sub, [r for rs in runs.values() for r in rs], force, fresh, jobs, quiet, "grid ")
+    chosen: dict[Cell, float | None] = {}
+    for cell, rs in runs.items():
+        rows = [S.summary_row(sub.records[r.run_id]) for r in rs]
+        best = U.select_best(cell[0], [{**row, "lr": row["lr0"]} for row in rows])
+        chosen[cell] = None if best is None else best["lr"]
+        metric, _ = U.tuning_metric(cell[0])
+        what = "no lr (every point diverged or failed)"
+        if best is not None:
+            what = f"lr {best['lr']:g} ({metric} {best[metric]:.4g})"
+        _say(quiet, f"lr grid {' '.join(cell)}: {what} of {len(rs)}")
+    return chosen
+
+
+def tune(
+    store: S.Store, configs: list[RunConfig], mode: LrMode, jobs: int, quiet: bool, force: bool
+) -> tuple[list[RunConfig], dict[str, dict], list[Cell], dict[str, dict], int]:
+    """Choose each cell's lr (search or grid, in a sub-store), then return the final configs at
+    it, each run's lr_choice, the cells without an lr, the records that a tuning run already
+    made (the tuning seed's run at the chosen lr, when the probe or grid run is that very run)
+    and the number of tuning runs that failed."""
+    sub = store.sub("lr_search" if mode.source == "search" else "tuning")
+    fresh: set[str] = set()
+    try:
+        cells = _cells(configs)
+        pick = search_lrs if mode.source == "search" else grid_lrs
+        chosen = pick(sub, cells, mode, jobs, quiet, force, fresh)
+    finally:
+        sub.write_tables(force=True)
+        sub.close()
+    finals, choice, reuse = [], {}, {}
+    for c in configs:
+        lr = chosen[(c.task, c.optim, c.sched)]
+        if lr is None:
+            continue
+        final = replace(c, lr=lr)
+        finals.append(final)
+        choice[final.run_id] = {"source": mode.source, "lr": lr}
+        done = sub.records.get(final.run_id)
+        if done and done["status"] in S.DONE and (not force or final.run_id in fresh):
+            reuse[final.run_id] = done
+    missing = [cell for cell, lr in chosen.items() if lr is None]
+    failed = sum(sub.records[r]["status"] == "failed" for r in fresh if r in sub.records)
+    return finals, choice, missing, reuse, failed
 
 
 # ---------------------------------------------------------------------------- main
@@ -465,6 +754,8 @@ def _main(argv: Sequence[str] | None) -> int:
         print_list()
         return 0
     configs = plan(args)
+    mode = parse_lr_mode(args)
+    targets = parse_targets(args.target, list(dict.fromkeys(c.task for c in configs)))
     jobs = positive_int("--jobs", args.jobs)
     store = S.Store(args.out)
     try:
@@ -472,17 +763,38 @@ def _main(argv: Sequence[str] | None) -> int:
     except S.StoreError as e:
         raise UsageError(str(e)) from None
     interrupted = False
+    missing: list[Cell] = []
+    tuning_failed = 0
+    t0 = time.perf_counter()
     try:
-        pending = [c for c in configs if args.force or not store.is_done(c.run_id)]
-        skipped = len(configs) - len(pending)
+        tuned = mode.source in ("search", "grid")
+        need = [c for c in configs if tuned or args.force or not store.is_done(c.run_id)]
         try:
-            for name in dict.fromkeys(c.task for c in pending):
-                T.TASKS[name].prepare(pending[0].data_dir, download=args.download)
+            for name in dict.fromkeys(c.task for c in need):
+                T.TASKS[name].prepare(need[0].data_dir, download=args.download)
         except D.DataMissingError as e:
             raise UsageError(first_line(e)) from None
-        t0 = time.perf_counter()
+        choice = {c.run_id: {"source": mode.source, "lr": c.lr} for c in configs}
+        reuse: dict[str, dict[str, Any]] = {}
         try:
-            counts = execute(store, pending, skipped, jobs, args.quiet)
+            if tuned:
+                configs, choice, missing, reuse, tuning_failed = tune(
+                    store, configs, mode, jobs, args.quiet, args.force
+                )
+            extra = {
+                c.run_id: {"lr_choice": choice[c.run_id], "target": targets[c.task]}
+                for c in configs
+            }
+            pending = []
+            for c in configs:
+                if c.run_id in reuse and (args.force or not store.is_done(c.run_id)):
+                    store.add({**reuse[c.run_id], **extra[c.run_id]})  # the tuning run itself
+                elif args.force or not store.is_done(c.run_id):
+                    pending.append(c)
+                else:
+                    store.annotate(c.run_id, {"target": targets[c.task]})
+            skipped = len(configs) - len(pending)
+            counts = execute(store, pending, skipped, jobs, args.quiet, extra=extra)
         except KeyboardInterrupt:
             interrupted = True
         except WorkerDied:
@@ -498,6 +810,13 @@ def _main(argv: Sequence[str] | None) -> int:
     if interrupted:
         print(f"{PROG}: interrupted; finished runs are kept in {args.out}", file=sys.stderr)
         return 130
+    for cell in missing:
+        print(
+            f"{PROG}: {' '.join(cell)}: no lr passed the {mode.source} (see "
+            f"{Path(args.out) / ('lr_search.csv' if mode.source == 'search' else 'tuning.csv')}"
+            "); its runs were not made",
+            file=sys.stderr,
+        )
     if not args.quiet:
         ran = len(pending)
         print(
@@ -505,7 +824,7 @@ def _main(argv: Sequence[str] | None) -> int:
             f"{counts['diverged']} diverged, {counts['failed']} failed; {skipped} already done; "
             f"store {args.out}"
         )
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or missing or tuning_failed else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
     DIR/summary.csv          one row per run, rebuilt from the records
     DIR/curves.csv           one row per logged step per run (long format)
     DIR/.lock                held (flock) by the bench.run that is using the store
+    DIR/lr_search/, DIR/lr_search.csv   the probes of `--lr search` (a store of their own) and
+                                        their table, one row per probe
+    DIR/tuning/, DIR/tuning.csv         the grid runs of `--lr grid` and their table
 
 Every write goes to a temporary file in the same folder and is moved into place with os.replace,
 so a reader, a crash or kill -9 sees either the old file or the new one. A record is written only
@@ -24,13 +27,18 @@ from typing import Any
 
 import pandas as pd
 
+from bench import tuning
+
 SUMMARY_COLUMNS = [
     "run_id", "task", "optim", "sched", "seed", "lr0", "steps", "status",
     "final_train_loss", "final_test_loss", "final_test_acc", "best_test_acc",
     "diverged_at_step", "wall_s", "steps_per_s", "device",
     # beyond the agreed minimum:
     "batch_size", "warmup", "opt_args", "sched_args", "threads", "steps_done", "error",
+    # issue 6: how lr0 was chosen, and time to target
+    "lr_tuned", "lr_source", "target_metric", "target", "steps_to_target", "time_to_target",
 ]  # fmt: skip
+LR_SOURCES = ("default", "shared", "search", "grid")
 CURVE_COLUMNS = [
     "run_id", "task", "optim", "sched", "seed", "step", "lr", "train_loss", "test_loss",
     "test_acc", "elapsed_s", "x", "y",
@@ -59,8 +67,27 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
         raise
 
 
+def lr_source(record: dict[str, Any]) -> str:
+    """How the run's lr was chosen (recorded by bench.run; older records: default or shared)."""
+    choice = record.get("lr_choice") or {}
+    if choice.get("source") in LR_SOURCES:
+        return choice["source"]
+    from bench import tasks as T
+
+    c = record["config"]
+    task = T.TASKS.get(c["task"])
+    return "default" if task is not None and task.lr.get(c["optim"]) == c["lr"] else "shared"
+
+
 def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     c, s = record["config"], record.get("summary") or {}
+    source = lr_source(record)
+    target = record.get("target") or tuning.default_target(c["task"]) or {}
+    steps_to, time_to = (None, None)
+    if target:
+        steps_to, time_to = tuning.time_to_target(
+            record.get("curves") or {}, target["metric"], target["value"]
+        )
     return {
         "run_id": record["run_id"],
         "task": c["task"],
@@ -85,6 +112,12 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
         "threads": record.get("threads"),
         "steps_done": s.get("steps_done"),
         "error": record.get("error"),
+        "lr_tuned": c["lr"] if source in ("search", "grid") else None,
+        "lr_source": source,
+        "target_metric": target.get("metric"),
+        "target": target.get("value"),
+        "steps_to_target": steps_to,
+        "time_to_target": time_to,
     }
 
 
@@ -107,7 +140,10 @@ def curve_frame(record: dict[str, Any]) -> pd.DataFrame:
 class Store:
     """A results folder: load the records, add finished ones, keep the CSV files in step."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, index: tuple[Path, Any] | None = None) -> None:
+        """``index``: (path, records -> DataFrame), one more table rebuilt with the CSV files
+        (a sub-store's lr_search.csv / tuning.csv in its parent folder)."""
+        self.index = index
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.records: dict[str, dict[str, Any]] = {}
@@ -180,7 +216,21 @@ class Store:
         r = self.records.get(run_id)
         return r is not None and r.get("status") in DONE
 
+    def sub(self, kind: str) -> Store:
+        """The probe store (``lr_search``) or grid store (``tuning``) inside this one, opened (under
+        this store's lock); its table DIR/<kind>.csv is rebuilt with its CSV files."""
+        table = {"lr_search": tuning.probe_table, "tuning": tuning.tuning_table}[kind]
+        return Store(self.root / kind, index=(self.root / f"{kind}.csv", table)).open()
+
     # -- writing ------------------------------------------------------------------------------
+
+    def annotate(self, run_id: str, fields: dict[str, Any]) -> None:
+        """Set fields that describe but do not define a finished run (lr_choice, target);
+        rewrites the record only when something changed."""
+        record = self.records[run_id]
+        if all(record.get(k) == v for k, v in fields.items()):
+            return
+        self.add({**record, **fields})
 
     def add(self, record: dict[str, Any]) -> None:
         """Write the run's record, then the tables (throttled only for very large stores)."""
@@ -195,7 +245,7 @@ class Store:
     def summary_frame(self) -> pd.DataFrame:
         rows = [summary_row(r) for r in self.records.values()]
         df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-        for col in ("diverged_at_step", "steps_done", "batch_size"):
+        for col in ("diverged_at_step", "steps_done", "batch_size", "steps_to_target"):
             df[col] = df[col].astype("Int64")
         return df.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
 
@@ -227,6 +277,10 @@ class Store:
         atomic_write_bytes(
             self.root / "curves.csv", self.curves_frame().to_csv(index=False).encode(), fsync=False
         )
+        if self.index is not None:
+            path, table = self.index
+            data = table(self.records.values()).to_csv(index=False).encode()
+            atomic_write_bytes(path, data, fsync=False)
         took = time.perf_counter() - now
         self._next_write_at = now + 10 * took if took > 0.2 else 0.0
         self.dirty = False

@@ -12,6 +12,13 @@ Then bench.plot's figures for train loss, test loss and test accuracy, and the t
 of scripts/plot_trajectories.py (tuned lrs, and every optimizer at lr 0.01), into DIR/figures;
 DIR/README.md records the command, versions, machine and how long each stage took.
 
+The fair comparison (issue 6), on mnist1d_mlp with the constant and staircase schedules, 3 seeds:
+every optimizer at one shared lr (0.01) in DIR/fair/shared, and at its own grid-tuned lr
+(bench.run --lr grid: 13 lrs from 1e-5 to 10 on seed 0, best final test accuracy) in
+DIR/fair/tuned (with tuning.csv: every grid point); each with bench.plot's figures (test accuracy;
+the tuned one adds the LR-sensitivity figure and the performance profile), and side by side in
+DIR/fair/comparison.md and DIR/fair/comparison_test_acc.png.
+
 Nothing is written into DIR until everything has finished: the work happens in a staging store
 next to it (DIR's parent/.DIR-staging, kept if interrupted, so a rerun resumes there), which then
 replaces DIR. Replacing an existing DIR needs --yes; bench.run's own default store is results/runs,
@@ -49,6 +56,11 @@ TINY_SWEEPS = (  # the same pipeline, short: for testing the script
     (SURFACES, "1", ("--steps", "20")),
 )
 SHARED_LR = "0.01"  # the trajectories' "similar hyperparameters" figure: every optimizer at it
+FAIR_TASK, FAIR_SCHEDULES = "mnist1d_mlp", "constant,staircase"
+FAIR = (("shared", ("--lr", SHARED_LR)), ("tuned", ("--lr", "grid")))  # (store, bench.run --lr)
+FAIR_SEEDS, TINY_FAIR_SEEDS = "3", "2"
+TINY_FAIR = {"shared": ("--steps", "40", "--eval-every", "20"),
+             "tuned": ("--steps", "40", "--eval-every", "20", "--lr-grid", "1e-3:1:4")}  # fmt: skip
 METRICS = ("test_acc", "test_loss", "train_loss")  # the last one's summary.md is kept
 
 
@@ -67,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-runs", action="store_true", help="keep the run JSONs in DIR/runs")
     p.add_argument("--no-trajectories", action="store_true",
                    help="skip scripts/plot_trajectories.py")  # fmt: skip
+    p.add_argument("--no-fair", action="store_true",
+                   help="skip the shared-lr vs grid-tuned comparison on mnist1d_mlp")  # fmt: skip
     return p
 
 
@@ -85,6 +99,36 @@ def _stage(name: str, timings: list[tuple[str, float]], fn) -> None:
     timings.append((name, time.perf_counter() - start))
     if code not in (0, None):
         raise SystemExit(f"reference.py: {name} exited with {code}; the staging store is kept")
+
+
+def write_comparison(fair: Path) -> None:
+    """DIR/fair/comparison.md and comparison_test_acc.png: shared lr vs grid-tuned lr."""
+    import pandas as pd
+
+    from bench import profiles
+
+    stores = {
+        f"shared lr {SHARED_LR}": pd.read_csv(fair / "shared" / "summary.csv"),
+        "tuned (grid)": pd.read_csv(fair / "tuned" / "summary.csv"),
+    }
+    table = profiles.comparison_frame(stores, "final_test_acc")
+    fig = profiles.comparison_figure(
+        table, "final test accuracy", title=f"{FAIR_TASK}: final test accuracy, every optimizer "
+        f"at lr {SHARED_LR} (open) and at its grid-tuned lr (filled); mean ± std over seeds",
+    )  # fmt: skip
+    fig.savefig(fair / "comparison_test_acc.png", dpi=120)
+    wide = table.pivot_table(index=["sched", "optim"], columns="store", values=["lr0", "mean"],
+                             aggfunc="first", dropna=False)  # fmt: skip
+    lines = [
+        f"# {FAIR_TASK}: shared lr vs grid-tuned lr (final test accuracy, mean over seeds)",
+        "",
+        "| schedule | optimizer | " + " | ".join(f"{s}: lr | {s}: test acc" for s in stores) + " |",
+        "|---|---|" + "---:|---:|" * len(stores),
+    ]
+    for (sched, optim), row in wide.iterrows():
+        cells = [f"{row[('lr0', s)]:g} | {row[('mean', s)]:.3f}" for s in stores]
+        lines.append(f"| {sched} | {optim} | " + " | ".join(cells) + " |")
+    (fair / "comparison.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def provenance(args: argparse.Namespace, timings: list[tuple[str, float]]) -> str:
@@ -121,6 +165,16 @@ def provenance(args: argparse.Namespace, timings: list[tuple[str, float]]) -> st
             f"  * {tasks}: --seeds {seeds} {' '.join(extra)}".rstrip()
             for tasks, seeds, extra in sweeps
         ],
+        *(
+            []
+            if args.no_fair
+            else [
+                f"* fair comparison (fair/): {FAIR_TASK}, schedules "
+                + FAIR_SCHEDULES.replace(",", ", ")
+                + f", --seeds {TINY_FAIR_SEEDS if args.tiny else FAIR_SEEDS}: "
+                + "; ".join(f"{name}: {' '.join(lr)}" for name, lr in FAIR)
+            ]
+        ),
         "",
         "| stage | wall time |",
         "|---|---:|",
@@ -164,10 +218,27 @@ def main(argv: list[str] | None = None) -> int:
             name = f"trajectories {' '.join(mode) or 'tuned'}"
             _stage(name, timings, lambda a=traj + mode: _trajectories_module().main(a))
 
-    for store in (staging, staging / "trajectories"):
+    fair = staging / "fair"
+    if not args.no_fair:
+        for name, lr_args in FAIR:
+            store = fair / name
+            argv_run = ["--optim", "all", "--sched", FAIR_SCHEDULES, "--task", FAIR_TASK]
+            argv_run += ["--seeds", TINY_FAIR_SEEDS if args.tiny else FAIR_SEEDS, *lr_args]
+            argv_run += [*(TINY_FAIR[name] if args.tiny else ()), "--device", "cpu"]
+            argv_run += ["--jobs", args.jobs, "--out", str(store)]
+            stage = f"bench.run {FAIR_TASK} {name} lr"
+            _stage(stage, timings, lambda a=argv_run: bench_run.main(a))
+            argv_plot = ["--results", str(store), "--out", str(store / "figures")]
+            argv_plot += ["--metric", "test_acc"]
+            _stage(f"bench.plot {name}", timings, lambda a=argv_plot: bench_plot.main(a))
+        _stage("fair comparison", timings, lambda: write_comparison(fair))
+
+    stores = [staging, staging / "trajectories", fair / "shared", fair / "tuned"]
+    for store in (s for s in stores if s.is_dir()):
         (store / ".lock").unlink(missing_ok=True)
         if not args.keep_runs:
             shutil.rmtree(store / "runs", ignore_errors=True)
+            shutil.rmtree(store / "tuning", ignore_errors=True)  # tuning.csv has every grid point
     (staging / "README.md").write_text(provenance(args, timings), encoding="utf-8")
     old = out.parent / f".{out.name}-old-{os.getpid()}"
     if out.exists():
