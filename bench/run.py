@@ -737,6 +737,21 @@ def tune(
 # ---------------------------------------------------------------------------- main
 
 
+#: The committed reference results: only scripts/reference.py writes there (via a staging store),
+#: because opening a store rebuilds its CSV files from its run records, which are not committed.
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+
+
+def check_not_reference(out: str | Path) -> None:
+    """Refuse a store inside results/reference, so a user's run cannot overwrite the reference."""
+    path = Path(out).expanduser().resolve()
+    if path == REFERENCE_DIR or REFERENCE_DIR in path.parents:
+        raise UsageError(
+            f"--out {out} is inside {REFERENCE_DIR}, the committed reference results; "
+            "choose another store (default results/runs); scripts/reference.py regenerates it"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -757,6 +772,7 @@ def _main(argv: Sequence[str] | None) -> int:
     mode = parse_lr_mode(args)
     targets = parse_targets(args.target, list(dict.fromkeys(c.task for c in configs)))
     jobs = positive_int("--jobs", args.jobs)
+    check_not_reference(args.out)
     store = S.Store(args.out)
     try:
         store.open()

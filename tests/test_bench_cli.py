@@ -352,3 +352,14 @@ def test_store_lock_is_a_usage_error(tmp_path, data_dir, capsys):
     with S.Store(tmp_path / "s"):
         assert main(["--task", "saddle", "--out", str(tmp_path / "s"), "--data-dir", data_dir]) == 2
     assert "in use by another bench.run" in capsys.readouterr().err
+
+
+def test_out_inside_reference_results_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import run as R
+
+    target = R.REFERENCE_DIR / "mine"
+    code = R.main(["--task", "beale", "--steps", "2", "--out", str(target), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "reference" in err[0]
+    assert not target.exists()
