@@ -94,8 +94,11 @@ class Constant(_ClosedFormLR):
         return initial_lr
 
 
-class ExponentialDecay(_ClosedFormLR):
-    """lr_k = initial_lr * decay_rate ** (k / decay_steps), the exponent floored if staircase."""
+class _RateDecay(_ClosedFormLR):
+    """Base of the three TF decays with (decay_steps, decay_rate, staircase): `_decay` is the
+    functional form, called as `_decay(initial_lr, k, decay_steps, decay_rate, staircase)`."""
+
+    _decay: Any
 
     def __init__(
         self,
@@ -109,9 +112,13 @@ class ExponentialDecay(_ClosedFormLR):
         super().__init__(optimizer, last_epoch)
 
     def _lr(self, initial_lr: Any, group: int, step: int) -> Any:
-        return F.exponential_decay(
-            initial_lr, step, self.decay_steps, self.decay_rate, self.staircase
-        )
+        return self._decay(initial_lr, step, self.decay_steps, self.decay_rate, self.staircase)
+
+
+class ExponentialDecay(_RateDecay):
+    """lr_k = initial_lr * decay_rate ** (k / decay_steps), the exponent floored if staircase."""
+
+    _decay = staticmethod(F.exponential_decay)
 
 
 class PiecewiseConstantDecay(_ClosedFormLR):
@@ -188,44 +195,16 @@ class PolynomialDecay(_ClosedFormLR):
         )
 
 
-class NaturalExpDecay(_ClosedFormLR):
+class NaturalExpDecay(_RateDecay):
     """lr_k = initial_lr * exp(-decay_rate * k / decay_steps), the quotient floored if staircase."""
 
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        decay_steps: float,
-        decay_rate: float,
-        staircase: bool = False,
-        last_epoch: int = -1,
-    ) -> None:
-        self.decay_steps, self.decay_rate, self.staircase = decay_steps, decay_rate, staircase
-        super().__init__(optimizer, last_epoch)
-
-    def _lr(self, initial_lr: Any, group: int, step: int) -> Any:
-        return F.natural_exp_decay(
-            initial_lr, step, self.decay_steps, self.decay_rate, self.staircase
-        )
+    _decay = staticmethod(F.natural_exp_decay)
 
 
-class InverseTimeDecay(_ClosedFormLR):
+class InverseTimeDecay(_RateDecay):
     """lr_k = initial_lr / (1 + decay_rate * k / decay_steps), the quotient floored if staircase."""
 
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        decay_steps: float,
-        decay_rate: float,
-        staircase: bool = False,
-        last_epoch: int = -1,
-    ) -> None:
-        self.decay_steps, self.decay_rate, self.staircase = decay_steps, decay_rate, staircase
-        super().__init__(optimizer, last_epoch)
-
-    def _lr(self, initial_lr: Any, group: int, step: int) -> Any:
-        return F.inverse_time_decay(
-            initial_lr, step, self.decay_steps, self.decay_rate, self.staircase
-        )
+    _decay = staticmethod(F.inverse_time_decay)
 
 
 class CosineDecay(_ClosedFormLR):
