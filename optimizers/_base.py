@@ -33,6 +33,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _native
+
 #: With ``foreach=None, fused=None`` a group takes the fused path only from this many parameter
 #: elements on. Measured for Adam on a busy 2-core CPU: the first (compiling) step takes 2-4 s
 #: with a warm inductor cache and 40-65 s cold; the compiled step then saves ~0.1 ms per step on
@@ -64,11 +66,17 @@ def compile_works_on(device_type: str) -> bool:
 def choose_path(params: Sequence[Tensor], foreach: bool | None, fused: bool | None) -> str:
     """The implementation path for a group: ``"fused"``, ``"foreach"`` or ``"loop"``.
 
-    Explicit flags win. With both ``None``: ``fused`` when torch.compile works on the device and
-    the group has at least ``FUSED_AUTO_MIN_NUMEL`` elements (the compile time pays off),
-    else ``foreach`` on CUDA-like devices and ``loop`` elsewhere (on CPU the for-loop beats
-    foreach, as torch's own default assumes). Inside a region that is itself being compiled the
-    loop is used, and dynamo traces it.
+    Explicit flags win. With both ``None``:
+
+    * ``fused`` on CPU when the group's params are contiguous float32/float64 tensors and the
+      C++ kernels of ``_native`` are built (about a second, once per machine): they beat the
+      for-loop from a few thousand elements on and torch's own fused kernels on large models;
+    * else ``fused`` when torch.compile works on the device and the group has at least
+      ``FUSED_AUTO_MIN_NUMEL`` elements (the compile time pays off);
+    * else ``foreach`` on CUDA-like devices and ``loop`` elsewhere (on CPU the for-loop beats
+      foreach, as torch's own default assumes).
+
+    Inside a region that is itself being compiled the loop is used, and dynamo traces it.
     """
     if fused:
         return "fused"
@@ -80,16 +88,24 @@ def choose_path(params: Sequence[Tensor], foreach: bool | None, fused: bool | No
     if len(device_types) != 1:
         return "loop"
     (device_type,) = device_types
-    if (
-        fused is None
-        and foreach is None
-        and compile_works_on(device_type)
-        and sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL
-    ):
-        return "fused"
+    if fused is None and foreach is None:
+        if device_type == "cpu" and _native_applies(params):
+            return "fused"
+        if compile_works_on(device_type) and sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL:
+            return "fused"
     if foreach is None and device_type in _FOREACH_DEVICES:
         return "foreach"
     return "loop"
+
+
+def _native_applies(params: Sequence[Tensor]) -> bool:
+    """Whether the C++ kernels can take these (CPU) params: built, and every param a
+    contiguous float32 or float64 tensor."""
+    return (
+        _native.available()
+        and {p.dtype for p in params} <= {torch.float32, torch.float64}
+        and all(map(Tensor.is_contiguous, params))
+    )
 
 
 def compile_private(fn: Callable) -> Callable:
@@ -104,6 +120,19 @@ def compile_private(fn: Callable) -> Callable:
         fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
     )
     return torch.compile(clone, fullgraph=True, dynamic=False)
+
+
+class FusedKernel:
+    """A fused update: the handwritten C++ kernel when it applies to the arguments, else the
+    ``torch.compile`` trace of the Python kernel ``fn`` (the same math, line by line)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.native = _native.kernel(fn.__name__)
+        self.compiled = compile_private(fn)
+
+    def __call__(self, *args: Any) -> None:
+        if self.native is None or not self.native(*args):
+            self.compiled(*args)
 
 
 def scalar_dtype(device: torch.device) -> torch.dtype:
@@ -163,6 +192,9 @@ def state_list(states: list[dict[str, Any]], key: str) -> list[Tensor | None] | 
     return None if all(v is None for v in values) else values
 
 
+_GRAD = operator.attrgetter("grad")
+_IS_SPARSE = operator.attrgetter("is_sparse")
+
 #: what the fused path's cache records for a param without state (never written to)
 _NO_STATE: dict[str, Any] = {}
 
@@ -191,8 +223,9 @@ class FusedBatch:
     def increment_steps(self) -> None:
         """``step += 1`` on every step tensor, and on the shared count."""
         if self.steps:
-            increment_steps(self.steps)
-            self.step_versions = [s._version for s in self.steps]
+            if not _native.increment(self.steps):  # (which leaves the versions as they are)
+                increment_steps(self.steps)
+                self.step_versions = [s._version for s in self.steps]
             if self.step is not None:
                 # the count stays exact in a float32 step tensor up to 2**24
                 self.step = self.step + 1.0 if self.step < 2**24 else None
@@ -272,9 +305,11 @@ class Optimizer(torch.optim.Optimizer):
         return choose_path(group["params"], group.get("foreach"), group.get("fused"))
 
     def _kernel(self, fn: Callable) -> Callable:
-        """This optimizer's compiled copy of a fused kernel (compiled on first call)."""
+        """This optimizer's fused kernel ``fn``: its C++ twin where that applies (CPU,
+        float32/float64, contiguous tensors; see ``_native``), else this optimizer's
+        ``torch.compile``'d copy of ``fn`` (compiled on first call)."""
         if fn.__name__ not in self._kernels:
-            self._kernels[fn.__name__] = compile_private(fn)
+            self._kernels[fn.__name__] = FusedKernel(fn)
         return self._kernels[fn.__name__]
 
     def _hyper(self, name: Hashable, device: torch.device, values: Sequence[float]) -> Tensor:
@@ -289,7 +324,10 @@ class Optimizer(torch.optim.Optimizer):
             return tensor
         old, tensor = cached
         if old != values:
-            tensor.copy_(torch.tensor(values, dtype=tensor.dtype))
+            if tensor.is_cpu:  # through a NumPy view: no temporary tensor, no dispatch
+                tensor.numpy()[:] = values
+            else:
+                tensor.copy_(torch.tensor(values, dtype=tensor.dtype))
             self._hypers[key] = (values, tensor)
         return tensor
 
@@ -305,21 +343,23 @@ class Optimizer(torch.optim.Optimizer):
         entry was replaced (checked by identity every step; ``load_state_dict`` and
         ``add_param_group`` drop them), so a step only re-reads ``p.grad``.
         """
-        with_grad = [p for p in group["params"] if p.grad is not None]
-        if not with_grad:
+        params = group["params"]
+        grads = list(map(_GRAD, params))
+        if any(g is None for g in grads):
+            params = [p for p, g in zip(params, grads, strict=True) if g is not None]
+            grads = [g for g in grads if g is not None]
+        if not params:
             return []
-        key = tuple(map(id, with_grad))
+        key = tuple(map(id, params))
         plan = self._plans.get(index)
         if plan is None or plan.key != key or not self._plan_is_current(plan):
-            plan = self._build_plan(key, with_grad, group)
+            plan = self._build_plan(key, params, group)
             self._plans[index] = plan
-        batches = []
-        for batch in plan.batches:
-            grads = [p.grad for p in batch.params]
-            if self.sparse_error is not None and any(g.is_sparse for g in grads):
-                raise RuntimeError(self.sparse_error)
-            batches.append((batch, grads))
-        return batches
+        if self.sparse_error is not None and any(map(_IS_SPARSE, grads)):
+            raise RuntimeError(self.sparse_error)
+        if len(plan.batches) == 1:  # one device and dtype: the grads are already in order
+            return [(plan.batches[0], grads)]
+        return [(batch, list(map(_GRAD, batch.params))) for batch in plan.batches]
 
     def _plan_is_current(self, plan: FusedPlan) -> bool:
         """Whether every param still has the same state dict holding the same objects, and

@@ -125,11 +125,20 @@ def test_empty_and_bare_tensor_params_raise_like_torch():
 def test_path_choice_rule(monkeypatch):
     small = [torch.zeros(10)]
     large = [torch.zeros(optimizers.FUSED_AUTO_MIN_NUMEL)]
-    assert choose_path(small, None, None) == "loop"  # CPU, small: for-loop
     assert choose_path(small, True, None) == "foreach"
     assert choose_path(small, None, True) == "fused"
     assert choose_path(large, False, None) == "loop"
     assert choose_path(large, None, False) == "loop"
+    # with the C++ kernels: fused on CPU at any size, for contiguous float32/float64 params
+    monkeypatch.setattr(optimizers._native, "available", lambda: True)
+    assert choose_path(small, None, None) == "fused"
+    assert choose_path([torch.zeros(3, dtype=torch.float64), torch.zeros(2)], None, None) == "fused"
+    assert choose_path(small, None, False) == "loop"
+    assert choose_path([torch.zeros(10, dtype=torch.bfloat16)], None, None) == "loop"
+    assert choose_path([torch.zeros(4, 3).t()], None, None) == "loop"  # not contiguous
+    # without them: fused only where torch.compile works and the group is large
+    monkeypatch.setattr(optimizers._native, "available", lambda: False)
+    assert choose_path(small, None, None) == "loop"  # CPU, small: for-loop
     monkeypatch.setattr(optimizers._base, "compile_works_on", lambda device_type: True)
     assert choose_path(large, None, None) == "fused"
     assert choose_path(small, None, None) == "loop"

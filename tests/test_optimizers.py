@@ -7,15 +7,19 @@ groups with different hyperparameters, and a bias that gets no gradient on every
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import inspect
 import io
 import math
+from unittest import mock
 
 import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from optimizers import SGD, Adadelta, Adagrad, Adam, Momentum, RMSprop, Rprop
+from optimizers import SGD, Adadelta, Adagrad, Adam, Momentum, RMSprop, Rprop, _native
 
 STEPS = 200
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
@@ -141,7 +145,36 @@ CASES = {
     ),
 }
 LR = 0.01
-PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+# "fused" on CPU runs the C++ kernels (float32/float64); "compiled" is the fused path with them
+# switched off, i.e. the torch.compile kernel that CUDA and half precision use.
+PATHS = {
+    "loop": {"foreach": False},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+    "compiled": {"fused": True},
+}
+
+
+def native_off():
+    """Fused kernels created inside take the torch.compile engine on CPU too."""
+    return mock.patch.object(_native, "ENABLED", False)
+
+
+def engine_of_path(check):
+    """Runs ``check`` with the C++ engine off when its ``path`` argument is "compiled"."""
+    signature = inspect.signature(check)
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        path = signature.bind(*args, **kwargs).arguments["path"]
+        if path == "compiled":
+            if torch.device(signature.bind(*args, **kwargs).arguments["device"]).type != "cpu":
+                pytest.skip("off CPU the fused path is the compiled one")
+            with native_off():
+                return check(*args, **kwargs)
+        return check(*args, **kwargs)
+
+    return wrapper
 
 
 def reference_kwargs(name: str, opts: dict) -> dict:
@@ -176,6 +209,7 @@ def assert_rel_close(got: torch.Tensor, want: torch.Tensor, tol: float, what: st
     assert err <= tol, f"{what}: max relative difference {err:.3g} > {tol:.3g}"
 
 
+@engine_of_path
 def check_against_torch(name, opt_index, path, dtype, device, steps=STEPS, lrs=None):
     ours_cls, ref_cls, options, group_b = CASES[name]
     opts = options[opt_index]
@@ -208,16 +242,17 @@ def test_matches_torch(name, opt_index, path, dtype, device):
     check_against_torch(name, opt_index, path, dtype, device)
 
 
+@pytest.mark.parametrize("path", ["fused", "compiled"])
 @pytest.mark.parametrize(("name", "opt_index"), MOST_OPTIONS)
-def test_fused_matches_torch_most_options(name, opt_index, device):
-    check_against_torch(name, opt_index, "fused", torch.float64, device)
+def test_fused_matches_torch_most_options(name, opt_index, path, device):
+    check_against_torch(name, opt_index, path, torch.float64, device)
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("path", ["fused", pytest.param("compiled", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize(("name", "opt_index"), MATRIX)
-def test_fused_matches_torch_all_options(name, opt_index, dtype, device):
-    check_against_torch(name, opt_index, "fused", dtype, device)
+def test_fused_matches_torch_all_options(name, opt_index, dtype, path, device):
+    check_against_torch(name, opt_index, path, dtype, device)
 
 
 # ---------------------------------------------------------------- lr changing every step
@@ -276,6 +311,7 @@ class RpropScheduleReference(torch.optim.Optimizer):
 FORMULA_REFERENCES = {"momentum": ClassicalMomentumReference, "rprop": RpropScheduleReference}
 
 
+@engine_of_path
 def check_changing_lr(name, opt_index, path, dtype, device, steps=STEPS):
     ours_cls, ref_cls, options, group_b = CASES[name]
     opts = options[opt_index]
@@ -292,7 +328,7 @@ def check_changing_lr(name, opt_index, path, dtype, device, steps=STEPS):
         assert_rel_close(p.detach().cpu(), q.detach().cpu(), TOL[dtype], what="param")
 
 
-@pytest.mark.parametrize("path", ["loop", "foreach"])
+@pytest.mark.parametrize("path", ["loop", "foreach", "fused"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_changing_lr(name, path, device):
     check_changing_lr(name, len(CASES[name][2]) - 1, path, torch.float64, device)
@@ -314,8 +350,15 @@ def test_changing_lr_differs_from_torch_for_momentum_and_rprop():
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_fused_changing_lr_without_recompiling(name, device):
-    """Fused path, most options on, lr changing every step: equal to the reference, and after
-    the first steps (which compile one graph per param group and grad pattern) no recompile."""
+    """The compiled fused kernel, most options on, lr changing every step: equal to the
+    reference, and after the first steps (which compile one graph per param group and grad
+    pattern) no recompile."""
+    with native_off():
+        check_no_recompile(name, device)
+    check_changing_lr(name, len(CASES[name][2]) - 1, "compiled", torch.float64, device, steps=60)
+
+
+def check_no_recompile(name, device):
     ours_cls, _, options, group_b = CASES[name]
     opts = options[-1]
     params = make_params(torch.float64, device)
@@ -333,12 +376,11 @@ def test_fused_changing_lr_without_recompiling(name, device):
             opt.step()
     assert counters["stats"]["unique_graphs"] == graphs
     assert graphs > 0
-    # and the trajectory is the reference's (torch, or the formula for momentum/rprop)
-    check_changing_lr(name, len(options) - 1, "fused", torch.float64, device, steps=60)
 
 
 # ---------------------------------------------------------------- fused path's cached lists
-def test_fused_mixed_dtypes_in_one_group_match_the_loop():
+@pytest.mark.parametrize("engine", ["native", "compiled"])
+def test_fused_mixed_dtypes_in_one_group_match_the_loop(engine):
     """One param group with float64 and float32 params: one cached batch per dtype."""
 
     def mixed():
@@ -351,10 +393,11 @@ def test_fused_mixed_dtypes_in_one_group_match_the_loop():
     for flags in ({"fused": True}, {"foreach": False}):
         params = mixed()
         opt = Adam(params, lr=LR, **flags)
-        for k in range(20):
-            opt.zero_grad()
-            loss_fn([p.double() for p in params], k).backward()
-            opt.step()
+        with native_off() if engine == "compiled" else contextlib.nullcontext():
+            for k in range(20):
+                opt.zero_grad()
+                loss_fn([p.double() for p in params], k).backward()
+                opt.step()
         results.append(params)
     for p, q in zip(*results, strict=True):  # float32 rounding reaches the float64 params too
         assert p.dtype == q.dtype
@@ -375,22 +418,25 @@ def edit_state(opt: torch.optim.Optimizer, params: list[torch.Tensor], k: int) -
         opt.state[params[1]]["exp_avg_sq"].mul_(2.0)
 
 
-def test_fused_sees_state_changed_between_steps():
+@pytest.mark.parametrize("engine", ["native", "compiled"])
+def test_fused_sees_state_changed_between_steps(engine):
     results = []
     for flags in ({"fused": True}, {"foreach": False}):
         params = make_params(torch.float64)
         opt = Adam(params, lr=LR, **flags)
-        for k in range(18):
-            edit_state(opt, params, k)
-            opt.zero_grad()
-            loss_fn(params, k).backward()
-            opt.step()
+        with native_off() if engine == "compiled" else contextlib.nullcontext():
+            for k in range(18):
+                edit_state(opt, params, k)
+                opt.zero_grad()
+                loss_fn(params, k).backward()
+                opt.step()
         results.append(params)
     for p, q in zip(*results, strict=True):
         assert_rel_close(p.detach(), q.detach(), TOL[torch.float64], what="param")
 
 
 # ---------------------------------------------------------------- bitwise resume
+@engine_of_path
 def check_resume(name: str, path: str, device, steps: int = 30):
     ours_cls, _, options, group_b = CASES[name]
     opts = options[-1]
@@ -421,24 +467,25 @@ def check_resume(name: str, path: str, device, steps: int = 30):
     assert str(resumed.state_dict()["state"]) == str(full.state_dict()["state"])
 
 
-@pytest.mark.parametrize("path", ["loop", "foreach"])
+@pytest.mark.parametrize("path", ["loop", "foreach", "fused"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_resume_is_bitwise(name, path, device):
     check_resume(name, path, device)
 
 
 @pytest.mark.parametrize("name", ["adam", "rprop"])
-def test_resume_is_bitwise_fused(name, device):
-    check_resume(name, "fused", device, steps=10)
+def test_resume_is_bitwise_compiled(name, device):
+    check_resume(name, "compiled", device, steps=10)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
-def test_resume_is_bitwise_fused_all(name, device):
-    check_resume(name, "fused", device, steps=10)
+def test_resume_is_bitwise_compiled_all(name, device):
+    check_resume(name, "compiled", device, steps=10)
 
 
 # ---------------------------------------------------------------- half precision
+@engine_of_path
 def check_half(name: str, path: str, dtype: torch.dtype, device) -> None:
     """Runs without error in bf16/fp16, state in the parameter dtype, and the loss tracks the
     float32 run loosely: the low-precision run gets at least 65% of float32's improvement."""

@@ -1,0 +1,166 @@
+"""The fused path's C++ engine (optimizers/_native.cpp): threads, layouts, fallbacks, build.
+
+Equality with torch.optim for every option is in test_optimizers.py (path "fused"); its
+problem is small enough to run on one thread, so here the tensors are large enough for the
+threads to split tensors mid-way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import optimizers
+from optimizers import _native
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="no C++ compiler"
+)
+
+# every option that changes the C++ loop, at once (as test_optimizers' last option sets)
+MOST_OPTIONS = {
+    "sgd": dict(momentum=0.9, dampening=0.1, weight_decay=0.01, nesterov=False, maximize=True),
+    "nesterov": dict(weight_decay=0.01),
+    "momentum": dict(weight_decay=0.01, maximize=True),
+    "adagrad": dict(lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1),
+    "rmsprop": dict(momentum=0.5, centered=True, weight_decay=0.01, maximize=True),
+    "adam": dict(amsgrad=True, weight_decay=0.01, decoupled_weight_decay=True),
+    "rprop": dict(maximize=True),
+    "adadelta": dict(weight_decay=0.01),
+}
+# sizes that are no multiple of 16 and, together, far above the engine's serial threshold
+SHAPES = [(300, 77), (13,), (129, 257), (5, 3, 3, 7), (1,)]
+
+
+def make_params(dtype=torch.float64, memory_format=torch.contiguous_format):
+    gen = torch.Generator().manual_seed(0)
+    params = []
+    for shape in SHAPES:
+        p = torch.randn(shape, generator=gen, dtype=dtype)
+        if p.dim() == 4:
+            p = p.contiguous(memory_format=memory_format)
+        params.append(torch.nn.Parameter(p))
+    return params
+
+
+def train(name: str, flags: dict, steps: int = 12, threads: int = 2, **kwargs):
+    params = make_params(**kwargs)
+    opt = optimizers.create(name, params, lr=1e-2, **MOST_OPTIONS[name], **flags)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for k in range(steps):
+            for i, p in enumerate(params):
+                # gradients that depend on the parameters; the last param skips every 3rd step
+                if i == len(params) - 1 and k % 3 == 2:
+                    p.grad = None
+                else:
+                    p.grad = torch.sin(p.detach() * (k + 1)) + 0.1 * p.detach()
+            opt.step()
+    finally:
+        torch.set_num_threads(previous)
+    return params, opt
+
+
+@pytest.mark.parametrize("name", list(MOST_OPTIONS))
+def test_threaded_slices_match_the_loop(name):
+    fused, _ = train(name, {"fused": True})
+    loop, _ = train(name, {"foreach": False})
+    for p, q in zip(fused, loop, strict=True):
+        scale = q.abs().max().item()
+        assert (p - q).abs().max().item() <= 1e-12 * max(scale, 1.0)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd", "rprop"])
+def test_same_numbers_on_any_number_of_threads(name):
+    one, _ = train(name, {"fused": True}, threads=1, dtype=torch.float32)
+    for threads in (2, 3):
+        many, _ = train(name, {"fused": True}, threads=threads, dtype=torch.float32)
+        assert all(torch.equal(p, q) for p, q in zip(one, many, strict=True))
+
+
+def test_native_engine_runs_without_compiling():
+    assert _native.available()
+    graphs = counters["stats"]["unique_graphs"]
+    for name in MOST_OPTIONS:
+        for dtype in (torch.float32, torch.float64):
+            train(name, {"fused": True}, steps=3, dtype=dtype)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_layouts_the_flat_loop_cannot_walk_take_the_compiled_kernel():
+    """A channels_last param, and a transposed gradient: same numbers as the loop, by way of
+    the torch.compile kernel (which the graph counter sees)."""
+    graphs = counters["stats"]["unique_graphs"]
+    fused, _ = train("adam", {"fused": True}, memory_format=torch.channels_last)
+    loop, _ = train("adam", {"foreach": False}, memory_format=torch.channels_last)
+    assert fused[3].is_contiguous(memory_format=torch.channels_last)
+    for p, q in zip(fused, loop, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    assert counters["stats"]["unique_graphs"] > graphs
+
+    p = torch.nn.Parameter(torch.randn(6, 4, dtype=torch.float64))
+    q = torch.nn.Parameter(p.detach().clone())
+    ours, ref = optimizers.Adam([p], fused=True), torch.optim.Adam([q], foreach=False)
+    for _ in range(3):
+        grad = torch.randn(4, 6, dtype=torch.float64).t()
+        assert not grad.is_contiguous()
+        p.grad, q.grad = grad, grad.clone()
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_state_of_the_wrong_size_is_refused_not_overrun():
+    """A state tensor shorter than its param must never reach the C++ loop."""
+    p = torch.nn.Parameter(torch.randn(1000))
+    opt = optimizers.Adam([p], fused=True)
+    p.grad = torch.randn(1000)
+    opt.step()
+    opt.state[p]["exp_avg"] = torch.zeros(10)
+    with pytest.raises(RuntimeError):
+        opt.step()
+
+
+def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_library_is_built_into_the_cache_dir(tmp_path):
+    code = "from optimizers import _native; print(_native.library()._name)"
+    done = run_python(code, OPTBENCH_CACHE_DIR=str(tmp_path), OPTBENCH_NATIVE="1")
+    assert done.returncode == 0, done.stderr
+    built = Path(done.stdout.strip())
+    assert built.parent == tmp_path and built.suffix == ".so" and built.exists()
+    assert [f.name for f in tmp_path.iterdir()] == [built.name]  # no temporary file left
+    again = run_python(code, OPTBENCH_CACHE_DIR=str(tmp_path), OPTBENCH_NATIVE="1")
+    assert again.stdout == done.stdout  # reused, not rebuilt under another name
+
+
+def test_environment_switch_turns_the_engine_off():
+    code = (
+        "import torch, optimizers\n"
+        "from optimizers import _native\n"
+        "p = torch.nn.Parameter(torch.ones(3))\n"
+        "print(_native.available(), _native.kernel('_adam_kernel'),"
+        " optimizers.choose_path([p], None, None))"
+    )
+    done = run_python(code, OPTBENCH_NATIVE="0")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "None", "loop"]
