@@ -1,15 +1,18 @@
 """What every optimizer here shares: flag checks, the choice of implementation path, the
-hyperparameter tensors of the fused path and its per-optimizer compiled kernels.
+hyperparameter tensors of the fused path and its kernels.
 
 Three paths compute the same update (see each optimizer's module):
 
 * ``loop``: a Python for-loop over the parameters, one small kernel per op (torch's default on CPU);
 * ``foreach``: the multi-tensor path, ``torch._foreach_*`` ops over lists grouped by
   device and dtype;
-* ``fused``: the whole elementwise update of a (device, dtype) group traced once with
-  ``torch.compile(fullgraph=True)``; inductor emits one kernel for all tensors of the group.
-  Hyperparameters reach it as one float64 tensor on the parameters' device (updated in place
-  only when a value changes), so a learning-rate schedule never triggers a recompile.
+* ``fused``: one kernel per step for all tensors of a (device, dtype) group. On CPU, for
+  contiguous float32/float64 tensors, it is the handwritten C++ twin of the optimizer's Python
+  kernel (``_native``: one OpenMP region, each thread a slice of all the group's elements);
+  everywhere else (CUDA, half precision, other layouts) it is the Python kernel traced once with
+  ``torch.compile(fullgraph=True)``, for which inductor emits one kernel.
+  Hyperparameters reach either as one float64 tensor on the parameters' device (updated in
+  place only when a value changes), so a learning-rate schedule never triggers a recompile.
   Step-dependent factors (bias corrections, decayed lr) are Python floats written into that
   tensor when all params of the group share one step count (the usual case), else float64
   vectors computed by a few eager ops. The tensor lists the kernel takes are cached between
@@ -35,12 +38,12 @@ from torch import Tensor
 
 from . import _native
 
-#: With ``foreach=None, fused=None`` a group takes the fused path only from this many parameter
-#: elements on. Measured for Adam on a busy 2-core CPU: the first (compiling) step takes 2-4 s
-#: with a warm inductor cache and 40-65 s cold; the compiled step then saves ~0.1 ms per step on
-#: a 7k-parameter MLP but ~1 ms (SGD) to ~2.5 ms (Adam) per million elements on ResNet-18
-#: shapes. From 2M elements a warm compile is repaid within ~1k steps and a cold one within a
-#: long run; below it (e.g. the benchmark runner's small MLPs) the compile would not pay.
+#: Where the C++ kernels do not apply (CUDA, half precision, no compiler), ``foreach=None,
+#: fused=None`` takes the torch.compile'd fused path only from this many parameter elements on.
+#: Measured for Adam on a busy 2-core CPU: the first (compiling) step takes 2-4 s with a warm
+#: inductor cache and 40-65 s cold; the compiled step then saves ~0.1 ms per step on a
+#: 7k-parameter MLP but ~1 ms (SGD) to ~2.5 ms (Adam) per million elements on ResNet-18 shapes.
+#: From 2M elements a warm compile is repaid within ~1k steps and a cold one within a long run.
 FUSED_AUTO_MIN_NUMEL = 2_000_000
 
 _FUSED_DEVICES = ("cpu", "cuda", "xpu", "mps")
@@ -272,7 +275,8 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError("Tensor lr must be 1-element")
         super().__init__(params, defaults)
         self._kernels: dict[str, Callable] = {}
-        self._hypers: dict[tuple[Hashable, torch.device], tuple[tuple[float, ...], Tensor]] = {}
+        # (name, device) -> (values, tensor, a NumPy view of a CPU tensor for cheap rewrites)
+        self._hypers: dict[tuple[Hashable, torch.device], tuple[tuple, Tensor, Any]] = {}
         self._plans: dict[int, FusedPlan] = {}
         if defaults.get("fused"):
             for group in self.param_groups:
@@ -320,15 +324,15 @@ class Optimizer(torch.optim.Optimizer):
         cached = self._hypers.get(key)
         if cached is None or len(cached[0]) != len(values):
             tensor = torch.tensor(values, dtype=scalar_dtype(device), device=device)
-            self._hypers[key] = (values, tensor)
+            self._hypers[key] = (values, tensor, tensor.numpy() if tensor.is_cpu else None)
             return tensor
-        old, tensor = cached
+        old, tensor, view = cached
         if old != values:
-            if tensor.is_cpu:  # through a NumPy view: no temporary tensor, no dispatch
-                tensor.numpy()[:] = values
+            if view is not None:  # through the NumPy view: no temporary tensor, no dispatch
+                view[:] = values
             else:
                 tensor.copy_(torch.tensor(values, dtype=tensor.dtype))
-            self._hypers[key] = (values, tensor)
+            self._hypers[key] = (values, tensor, view)
         return tensor
 
     def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:

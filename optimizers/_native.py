@@ -29,7 +29,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +135,8 @@ def available() -> bool:
 
 
 def kernel(name: str) -> Callable[..., bool] | None:
-    """The C++ twin of the Python fused kernel ``name``: a callable taking the same arguments
-    that runs the step and returns True, or returns False (having done nothing) where it does
-    not apply. None when the engine is off, unknown for ``name`` or cannot be built."""
+    """The C++ twin of the Python fused kernel ``name`` (a ``NativeKernel``), or None when the
+    engine is off, has no twin for ``name`` or cannot be built."""
     spec = SPECS.get(name)
     if not ENABLED or spec is None:
         return None
@@ -151,69 +150,128 @@ def kernel(name: str) -> Callable[..., bool] | None:
         fn.argtypes += [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
         fn.restype = ctypes.c_int
         functions[dtype] = fn
-    return functools.partial(_call, spec, functions)
+    return NativeKernel(spec, functions)
 
 
 _nbytes = operator.attrgetter("nbytes")
-_dtype = operator.attrgetter("dtype")
 _is_cpu = operator.attrgetter("is_cpu")
+
+
+class _CheckedLists:
+    """Data pointers of tensor lists, each checked once: CPU tensors of one dtype, contiguous,
+    and as many bytes as the params (so a state of another size can never make the loop
+    overrun it).
+
+    A list that is passed again (the fused path's cached params and state lists are the same
+    list objects every step) with the same pointers is not checked again: its tensors are the
+    same objects at the same addresses, and a tensor cannot shrink its storage in place.
+    Per step that leaves one pass over each list (reading its pointers) instead of three.
+    """
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Sequence, list[int], list[int]]] = {}
+
+    def pointers(
+        self,
+        tensors: Sequence[Tensor | None],
+        dtype: torch.dtype,
+        sizes: list[int] | None,
+        stable: bool = True,
+    ) -> tuple[list[int], list[int]] | None:
+        """(pointers, byte sizes) of ``tensors``, or None where one is absent, not a contiguous
+        CPU tensor of ``dtype``, or not of the byte size in ``sizes`` (when given)."""
+        try:
+            pointers = list(map(Tensor.data_ptr, tensors))
+        except TypeError:  # a None entry: a param lacks this state
+            return None
+        seen = self._seen.get(id(tensors))
+        if (
+            seen is not None
+            and seen[0] is tensors
+            and seen[1] == pointers
+            and (sizes is None or seen[2] is sizes)
+        ):
+            return pointers, seen[2]
+        own = list(map(_nbytes, tensors))
+        if (
+            (sizes is not None and own != sizes)
+            or not all(map(_is_cpu, tensors))
+            or any(t.dtype != dtype for t in tensors)
+            or not all(map(Tensor.is_contiguous, tensors))
+        ):
+            return None
+        if stable:
+            if len(self._seen) >= 64:  # lists of plans that were rebuilt
+                self._seen.clear()
+            self._seen[id(tensors)] = (tensors, pointers, own if sizes is None else sizes)
+        return pointers, own if sizes is None else sizes
+
+
+class NativeKernel:
+    """Called with the Python kernel's arguments: runs the C++ kernel and returns True, or
+    returns False, having done nothing, where it does not apply (not CPU, not float32/64, a
+    tensor not contiguous or absent where an option needs it)."""
+
+    def __init__(self, spec: Spec, functions: dict[torch.dtype, Callable]) -> None:
+        self.spec = spec
+        self.functions = functions
+        self.checked = _CheckedLists()
+
+    def __call__(self, *args: Any) -> bool:
+        spec = self.spec
+        lists: Sequence[Sequence[Tensor | None] | None] = args[: spec.lists]
+        hyper: Tensor = args[spec.lists]
+        factors: Tensor | None = args[spec.lists + 1] if spec.has_factors else None
+        options = args[spec.lists + 1 + spec.has_factors :]
+        params = lists[0]
+        function = self.functions.get(params[0].dtype)
+        if function is None or hyper.device.type != "cpu":
+            return False
+        dtype = params[0].dtype
+        checked = self.checked.pointers(params, dtype, None)
+        if checked is None:
+            return False
+        pointers, sizes = checked
+        all_pointers = array.array("q", pointers)
+        for index, tensors in enumerate(lists[1:], start=1):
+            if tensors is None:
+                all_pointers.extend(repeat(0, len(params)))
+                continue
+            # the grads are a new list every step: checked every time, never remembered
+            checked = self.checked.pointers(tensors, dtype, sizes, stable=index != 1)
+            if checked is None:
+                return False
+            all_pointers.extend(checked[0])
+        itemsize = params[0].element_size()
+        numel = array.array("q", [size // itemsize for size in sizes])
+        if factors is not None:
+            factors = factors.to(torch.float64).contiguous()
+        status = function(
+            len(params),
+            numel.buffer_info()[0],
+            all_pointers.buffer_info()[0],
+            hyper.data_ptr(),
+            None if factors is None else factors.data_ptr(),
+            sum(1 << i for i, on in enumerate(options) if on),
+            torch.get_num_threads(),
+        )
+        return status == 0
+
+
+_STEP_LISTS = _CheckedLists()
+_FOUR_BYTES: dict[int, list[int]] = {}
 
 
 def increment(steps: list[Tensor]) -> bool:
     """``step += 1`` on float32 CPU step counts in one C call (without bumping the tensors'
     version counters); False, having done nothing, where that does not apply."""
     lib = library() if ENABLED else None
-    if (
-        lib is None
-        or list(map(_nbytes, steps)) != [4] * len(steps)
-        or not all(map(_is_cpu, steps))
-        or any(dtype != torch.float32 for dtype in map(_dtype, steps))
-    ):
+    if lib is None:
         return False
-    pointers = array.array("q", map(Tensor.data_ptr, steps))
+    four = _FOUR_BYTES.setdefault(len(steps), [4] * len(steps))  # one float32 each
+    checked = _STEP_LISTS.pointers(steps, torch.float32, four)
+    if checked is None:
+        return False
+    pointers = array.array("q", checked[0])
     lib.add_one_f32(ctypes.c_int64(len(steps)), ctypes.c_void_p(pointers.buffer_info()[0]))
     return True
-
-
-def _call(spec: Spec, functions: dict[torch.dtype, Callable], *args: Any) -> bool:
-    lists: Sequence[Sequence[Tensor | None] | None] = args[: spec.lists]
-    hyper: Tensor = args[spec.lists]
-    factors: Tensor | None = args[spec.lists + 1] if spec.has_factors else None
-    options = args[spec.lists + 1 + spec.has_factors :]
-    params = lists[0]
-    function = functions.get(params[0].dtype)
-    if function is None or hyper.device.type != "cpu":
-        return False
-    count = len(params)
-    present = [tensors for tensors in lists if tensors is not None]
-    tensors = list(chain.from_iterable(present))
-    # Every tensor must be contiguous and as long as its param (in bytes, so a state of another
-    # dtype cannot make the loop overrun it); anything else is left to the compiled kernel.
-    sizes = list(map(_nbytes, params))
-    try:
-        if list(map(_nbytes, tensors)) != sizes * len(present):
-            return False
-    except AttributeError:  # a param lacks this state entry
-        return False
-    if not all(map(Tensor.is_contiguous, tensors)):
-        return False
-    pointers = array.array("q")
-    for entries in lists:
-        if entries is None:
-            pointers.extend(repeat(0, count))
-        else:
-            pointers.extend(map(Tensor.data_ptr, entries))
-    itemsize = params[0].element_size()
-    numel = array.array("q", [size // itemsize for size in sizes])
-    if factors is not None:
-        factors = factors.to(torch.float64).contiguous()
-    status = function(
-        count,
-        numel.buffer_info()[0],
-        pointers.buffer_info()[0],
-        hyper.data_ptr(),
-        None if factors is None else factors.data_ptr(),
-        sum(1 << i for i, on in enumerate(options) if on),
-        torch.get_num_threads(),
-    )
-    return status == 0

@@ -120,15 +120,43 @@ def test_layouts_the_flat_loop_cannot_walk_take_the_compiled_kernel():
     torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
-def test_state_of_the_wrong_size_is_refused_not_overrun():
-    """A state tensor shorter than its param must never reach the C++ loop."""
+@pytest.mark.parametrize("how", ["replaced", "data swapped", "step replaced"])
+def test_state_of_the_wrong_size_is_refused_not_overrun(how):
+    """A state tensor shorter than its param must never reach the C++ loop, also when it is
+    swapped in behind a tensor object the kernel has already checked (``.data =``)."""
     p = torch.nn.Parameter(torch.randn(1000))
     opt = optimizers.Adam([p], fused=True)
-    p.grad = torch.randn(1000)
-    opt.step()
-    opt.state[p]["exp_avg"] = torch.zeros(10)
-    with pytest.raises(RuntimeError):
+    for _ in range(2):
+        p.grad = torch.randn(1000)
         opt.step()
+    if how == "replaced":
+        opt.state[p]["exp_avg"] = torch.zeros(10)
+    elif how == "data swapped":
+        opt.state[p]["exp_avg"].data = torch.zeros(10)
+    else:  # a float64 step: 8 bytes, which the float32 increment must not touch
+        opt.state[p]["step"] = torch.tensor(2.0, dtype=torch.float64)
+    if how == "step replaced":
+        opt.step()  # torch's add_ increments it instead
+        assert opt.state[p]["step"].item() == 3.0
+    else:
+        with pytest.raises(RuntimeError):
+            opt.step()
+
+
+def test_param_data_swapped_between_steps_is_followed():
+    """``p.data = ...`` moves a param the kernel has seen: the new storage is updated."""
+    results = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        params, opt = train("adam", flags, steps=4)
+        with torch.no_grad():
+            params[0].data = params[0].detach().clone() * 0.5
+        for k in range(4):
+            for p in params:
+                p.grad = torch.cos(p.detach() * (k + 1))
+            opt.step()
+        results.append(params)
+    for p, q in zip(*results, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
 
 
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
