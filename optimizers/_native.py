@@ -155,6 +155,7 @@ def kernel(name: str) -> Callable[..., bool] | None:
 
 _nbytes = operator.attrgetter("nbytes")
 _is_cpu = operator.attrgetter("is_cpu")
+_dtype = operator.attrgetter("dtype")
 
 
 class _CheckedLists:
@@ -196,7 +197,7 @@ class _CheckedLists:
         if (
             (sizes is not None and own != sizes)
             or not all(map(_is_cpu, tensors))
-            or any(t.dtype != dtype for t in tensors)
+            or set(map(_dtype, tensors)) != {dtype}
             or not all(map(Tensor.is_contiguous, tensors))
         ):
             return None
