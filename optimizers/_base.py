@@ -130,12 +130,26 @@ class FusedKernel:
     ``torch.compile`` trace of the Python kernel ``fn`` (the same math, line by line)."""
 
     def __init__(self, fn: Callable) -> None:
+        self.fn = fn
         self.native = _native.kernel(fn.__name__)
-        self.compiled = compile_private(fn)
+        self._compiled: Callable | None = None
+
+    @property
+    def compiled(self) -> Callable:
+        """The torch.compile'd kernel, created on first use (where torch.compile itself is
+        unavailable only a call that needs it fails)."""
+        if self._compiled is None:
+            self._compiled = compile_private(self.fn)
+        return self._compiled
 
     def __call__(self, *args: Any) -> None:
         if self.native is None or not self.native(*args):
             self.compiled(*args)
+
+
+class _SparseGradients(Exception):
+    """Raised before anything changes when the default path chose ``fused`` for a group whose
+    gradients are sparse: ``step`` retries the group on the loop path."""
 
 
 def scalar_dtype(device: torch.device) -> torch.dtype:
@@ -354,13 +368,20 @@ class Optimizer(torch.optim.Optimizer):
             grads = [g for g in grads if g is not None]
         if not params:
             return []
+        if any(map(_IS_SPARSE, grads)):  # checked before any state is created
+            if self.sparse_error is not None:
+                raise RuntimeError(self.sparse_error)
+            if group.get("fused") is None:
+                raise _SparseGradients
+            raise RuntimeError(
+                f"{type(self).__name__}(fused=True) does not support sparse gradients; "
+                "use foreach=False"
+            )
         key = tuple(map(id, params))
         plan = self._plans.get(index)
         if plan is None or plan.key != key or not self._plan_is_current(plan):
             plan = self._build_plan(key, params, group)
             self._plans[index] = plan
-        if self.sparse_error is not None and any(map(_IS_SPARSE, grads)):
-            raise RuntimeError(self.sparse_error)
         if len(plan.batches) == 1:  # one device and dtype: the grads are already in order
             return [(plan.batches[0], grads)]
         return [(batch, list(map(_GRAD, batch.params))) for batch in plan.batches]
@@ -421,7 +442,10 @@ class Optimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for index, group in enumerate(self.param_groups):
-            self._step_group(index, group, self._path(group))
+            try:
+                self._step_group(index, group, self._path(group))
+            except _SparseGradients:  # the for-loop takes them, as torch's does
+                self._step_group(index, group, "loop")
         return loss
 
     def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:

@@ -14,6 +14,10 @@
 // kernel's boolean options as bits in argument order. Returns 0, or 1 (nothing written) when
 // an option needs a state tensor that is absent.
 //
+// The loops assume the tensors of a step do not overlap in memory (torch.optim deduplicates
+// params by object, not by storage: two params viewing the same memory would race here, where
+// the for-loop path updates them one after the other).
+//
 // Each line of arithmetic mirrors the Python kernel next to it in the optimizer's module, in
 // the same order and with the same roundings: scalars are combined in double, then rounded to
 // the tensor's type (as torch does for Python scalars), and -ffp-contract=off forbids fused
@@ -66,9 +70,11 @@ void with_option(bool on, F&& f) {
   else f(std::false_type{});
 }
 
-bool all_present(void* const* list, int64_t count) {
+// Whether an optional state list is there for every tensor with elements (an empty tensor's
+// data pointer may be null).
+bool all_present(void* const* list, const int64_t* numel, int64_t count) {
   for (int64_t j = 0; j < count; ++j)
-    if (list[j] == nullptr) return false;
+    if (list[j] == nullptr && numel[j] > 0) return false;
   return true;
 }
 
@@ -88,7 +94,7 @@ template <class T>
 int adam(int64_t k, const int64_t* numel, T* const* t, const double* h, const double* f,
          int64_t flags, int threads) {
   const bool amsgrad = flags & 1, maximize = flags & 2, decoupled = flags & 4, wd_on = flags & 8;
-  if (amsgrad && !all_present((void* const*)(t + 4 * k), k)) return 1;
+  if (amsgrad && !all_present((void* const*)(t + 4 * k), numel, k)) return 1;
   const T sgn = maximize ? T(-1) : T(1), wd = T(h[4]), keep = T(1.0 - h[0] * h[4]);
   const T one_minus_beta1 = T(1.0 - h[1]), beta2 = T(h[2]), one_minus_beta2 = T(1.0 - h[2]);
   const T eps = T(h[3]);
@@ -134,7 +140,7 @@ template <class T>
 int sgd(int64_t k, const int64_t* numel, T* const* t, const double* h, const double* f,
         int64_t flags, int threads) {
   const bool momentum_on = flags & 1, wd_on = flags & 2, nesterov = flags & 4;
-  if (momentum_on && !all_present((void* const*)(t + 2 * k), k)) return 1;
+  if (momentum_on && !all_present((void* const*)(t + 2 * k), numel, k)) return 1;
   const T sgn = flags & 8 ? T(-1) : T(1), minus_lr = T(-h[0]), momentum = T(h[1]);
   const T wd = T(h[2]);
   with_option(momentum_on, [&](auto MOMENTUM) {
@@ -219,8 +225,8 @@ template <class T>
 int rmsprop(int64_t k, const int64_t* numel, T* const* t, const double* h, const double*,
             int64_t flags, int threads) {
   const bool wd_on = flags & 1, momentum_on = flags & 2, centered = flags & 4;
-  if (centered && !all_present((void* const*)(t + 3 * k), k)) return 1;
-  if (momentum_on && !all_present((void* const*)(t + 4 * k), k)) return 1;
+  if (centered && !all_present((void* const*)(t + 3 * k), numel, k)) return 1;
+  if (momentum_on && !all_present((void* const*)(t + 4 * k), numel, k)) return 1;
   const T sgn = flags & 8 ? T(-1) : T(1), minus_lr = T(-h[0]), alpha = T(h[1]);
   const T one_minus_alpha = T(1.0 - h[1]), eps = T(h[2]), wd = T(h[3]), mu = T(h[4]);
   with_option(wd_on, [&](auto WD) {
@@ -280,7 +286,8 @@ int rprop(int64_t k, const int64_t* numel, T* const* t, const double* h, const d
       const T s = sign(grad * prev[i]);
       const T factor = s > T(0) ? etaplus : (s < T(0) ? etaminus : T(1));
       const T scaled = size[i] * factor;
-      const T si = scaled < size_min ? size_min : (scaled > size_max ? size_max : scaled);
+      const T floor = scaled < size_min ? size_min : scaled;  // torch.clamp: max, then min
+      const T si = floor > size_max ? size_max : floor;
       size[i] = si;
       grad = s < T(0) ? T(0) : grad;
       p[i] = p[i] + sign(grad) * si * minus_ratio;

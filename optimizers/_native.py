@@ -3,15 +3,19 @@
 On CPU a fused step of a float32 or float64 group runs one C++ function that updates every
 tensor of the group in a single OpenMP parallel region: each thread takes one contiguous
 slice of all the group's elements laid end to end. torch's fused kernels and the
-``torch.compile`` trace both synchronise the threads after every tensor; this does not, which
-is what puts it ahead of torch's fastest path on CPU (see the README's speed table).
+``torch.compile`` trace both synchronise the threads after every tensor; this does not.
 
 The library is compiled on first use with the system's C++ compiler and cached on disk
-(``$OPTBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/optbench`` or ``~/.cache/optbench``), keyed by
-the source, the compiler and the CPU, so a cold start costs about a second once per machine.
-Everything else (CUDA, half precision, non-contiguous tensors, no compiler) takes the
-``torch.compile`` kernel. ``OPTBENCH_NATIVE=0``, or ``ENABLED = False`` before an optimizer's
-first step, makes that optimizer use ``torch.compile`` on CPU too.
+(``$OPTBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/optbench`` or ``~/.cache/optbench``, else the
+temporary directory), keyed by the source, the compiler, the flags and the CPU, so a cold start
+costs about two seconds once per machine. Everything else (CUDA, half precision, non-contiguous
+or sparse tensors, no compiler, tracing by dynamo) takes the ``torch.compile`` kernel.
+``OPTBENCH_NATIVE=0``, or ``ENABLED = False`` before an optimizer's first fused step, makes that
+optimizer use ``torch.compile`` on CPU too.
+
+Every call checks every tensor it hands to C++ (CPU, the group's dtype, contiguous, as many
+bytes as its parameter), so no user action on the tensors between steps can make the loop read
+or write outside them.
 """
 
 from __future__ import annotations
@@ -41,8 +45,15 @@ ENABLED = os.environ.get("OPTBENCH_NATIVE", "1") != "0"
 
 SOURCE = Path(__file__).with_name("_native.cpp")
 #: no fused multiply-adds (roundings as torch's elementwise ops), vectorised sqrt (no errno)
-FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-std=c++17"]
-FLAGS += ["-shared", "-fPIC"]
+_BASE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC"]
+#: tried in order: OpenMP threads; one thread where the compiler lacks OpenMP (macOS's clang);
+#: then without -march=native for toolchains that reject it
+FLAG_SETS = [
+    ["-march=native", *_BASE_FLAGS, "-fopenmp"],
+    ["-march=native", *_BASE_FLAGS, "-fopenmp-simd"],
+    [*_BASE_FLAGS, "-fopenmp"],
+    _BASE_FLAGS,
+]
 _SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
 
 
@@ -50,39 +61,60 @@ _SUFFIX = {torch.float32: "_f32", torch.float64: "_f64"}
 class Spec:
     """How a Python fused kernel's arguments map to its C++ twin: ``lists`` tensor lists
     (params, grads, state...), then ``hyper``, then ``factors`` when ``has_factors``, then
-    boolean options."""
+    boolean options. ``optional`` are the state lists that may be None (an option is off)."""
 
     symbol: str
     lists: int
     has_factors: bool
+    optional: frozenset[int] = frozenset()
 
 
 #: Python kernel name -> C++ kernel
 SPECS = {
-    "_adam_kernel": Spec("adam", 5, True),
-    "_sgd_kernel": Spec("sgd", 3, True),
+    "_adam_kernel": Spec("adam", 5, True, frozenset({4})),
+    "_sgd_kernel": Spec("sgd", 3, True, frozenset({2})),
     "_momentum_kernel": Spec("momentum", 3, False),
     "_adagrad_kernel": Spec("adagrad", 3, True),
-    "_rmsprop_kernel": Spec("rmsprop", 5, False),
+    "_rmsprop_kernel": Spec("rmsprop", 5, False, frozenset({3, 4})),
     "_rprop_kernel": Spec("rprop", 4, True),
     "_adadelta_kernel": Spec("adadelta", 4, False),
 }
 
 
-def cache_dir() -> Path:
+def cache_dirs() -> list[Path]:
+    """Where the library may be cached, in order of preference."""
+    dirs = []
     if os.environ.get("OPTBENCH_CACHE_DIR"):
-        return Path(os.environ["OPTBENCH_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "optbench"
+        dirs.append(Path(os.environ["OPTBENCH_CACHE_DIR"]).resolve())
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        dirs.append(Path(base).resolve() / "optbench")
+    except RuntimeError:  # no home directory
+        pass
+    user = os.getuid() if hasattr(os, "getuid") else "user"
+    dirs.append(Path(tempfile.gettempdir()) / f"optbench-{user}")
+    return dirs
 
 
 def _cpu_id() -> str:
-    """What -march=native depends on: the CPU's model and feature flags."""
+    """What -march=native depends on: the first CPU's description in /proc/cpuinfo (model
+    and flags on x86, implementer, part and features on ARM), without its changing lines."""
+    volatile = ("cpu mhz", "bogomips", "processor", "core id", "apicid", "initial apicid")
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(sorted({ln for ln in lines if ln.startswith(("model name", "flags"))}))
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+        return "\n".join(ln for ln in first if not ln.lower().startswith(volatile))
     except OSError:
-        return platform.processor() or platform.machine()
+        return f"{platform.machine()} {platform.processor()} {platform.platform()}"
+
+
+def _compiler_id(compiler: str) -> str:
+    try:
+        done = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, timeout=60, check=False
+        )
+        return done.stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _build(compiler: str, flags: list[str], target: Path) -> None:
@@ -93,8 +125,15 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
     os.close(fd)
     try:
         subprocess.run(
-            [compiler, *flags, str(SOURCE), "-o", tmp], check=True, capture_output=True, text=True
+            [compiler, *flags, str(SOURCE), "-o", tmp],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o755 & ~umask)  # mkstemp's 0600 would hide it from other users
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -108,25 +147,41 @@ def library() -> ctypes.CDLL | None:
     compiler = next((shutil.which(c) for c in names if c and shutil.which(c)), None)
     if compiler is None:
         return None
-    errors = []
-    # OpenMP threads where the compiler has them (macOS's clang does not: one thread then)
-    for flags in ([*FLAGS, "-fopenmp"], [*FLAGS, "-fopenmp-simd"], FLAGS):
-        key = hashlib.sha256(
-            "\0".join([SOURCE.read_text(), compiler, *flags, _cpu_id()]).encode()
-        ).hexdigest()[:16]
-        target = cache_dir() / f"optimizers_native_{key}.so"
-        try:
-            if not target.exists():
-                _build(compiler, flags, target)
-            return ctypes.CDLL(str(target))
-        except (OSError, subprocess.CalledProcessError) as error:
-            errors.append(getattr(error, "stderr", None) or str(error))
+    errors: list[str] = []
+    try:
+        identity = [SOURCE.read_text(), compiler, _compiler_id(compiler), _cpu_id()]
+        for flags in FLAG_SETS:
+            key = hashlib.sha256("\0".join([*identity, *flags]).encode()).hexdigest()[:16]
+            for folder in cache_dirs():
+                target = folder / f"optimizers_native_{key}.so"
+                try:
+                    if not target.exists():
+                        _build(compiler, flags, target)
+                    lib = ctypes.CDLL(str(target))
+                except (OSError, subprocess.SubprocessError) as error:
+                    errors.append(str(getattr(error, "stderr", None) or error))
+                    continue
+                missing = [name for name in ("-fopenmp", "-march=native") if name not in flags]
+                if missing:
+                    warnings.warn(
+                        f"optimizers: the C++ fused kernels were built without {missing} "
+                        f"({_last_line(errors)}); the fused CPU path is slower",
+                        stacklevel=3,
+                    )
+                return lib
+    except OSError as error:  # e.g. the source cannot be read
+        errors.append(str(error))
     warnings.warn(
         "optimizers: could not build the C++ fused kernels; the fused path uses torch.compile "
-        f"on CPU ({errors[-1].strip().splitlines()[-1] if errors else 'unknown error'})",
+        f"on CPU ({_last_line(errors)})",
         stacklevel=3,
     )
     return None
+
+
+def _last_line(errors: list[str]) -> str:
+    lines = [line for error in errors for line in error.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 def available() -> bool:
@@ -158,65 +213,37 @@ _is_cpu = operator.attrgetter("is_cpu")
 _dtype = operator.attrgetter("dtype")
 
 
-class _CheckedLists:
-    """Data pointers of tensor lists, each checked once: CPU tensors of one dtype, contiguous,
-    and as many bytes as the params (so a state of another size can never make the loop
-    overrun it).
+def checked_pointers(
+    tensors: Sequence[Tensor | None], dtype: torch.dtype, sizes: list[int] | None
+) -> list[int] | None:
+    """The data pointers of ``tensors`` when every one is a contiguous (strided) CPU tensor of
+    ``dtype`` and, when ``sizes`` is given, of those byte sizes; None otherwise.
 
-    A list that is passed again (the fused path's cached params and state lists are the same
-    list objects every step) with the same pointers is not checked again: its tensors are the
-    same objects at the same addresses, and a tensor cannot shrink its storage in place.
-    Per step that leaves one pass over each list (reading its pointers) instead of three.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[int, tuple[Sequence, list[int], list[int]]] = {}
-
-    def pointers(
-        self,
-        tensors: Sequence[Tensor | None],
-        dtype: torch.dtype,
-        sizes: list[int] | None,
-        stable: bool = True,
-    ) -> tuple[list[int], list[int]] | None:
-        """(pointers, byte sizes) of ``tensors``, or None where one is absent, not a contiguous
-        CPU tensor of ``dtype``, or not of the byte size in ``sizes`` (when given)."""
-        try:
-            pointers = list(map(Tensor.data_ptr, tensors))
-        except TypeError:  # a None entry: a param lacks this state
-            return None
-        seen = self._seen.get(id(tensors))
+    Checked on every call: an address seen before proves nothing (a freed buffer's address is
+    reused, ``p.data = p.data.t()`` keeps it), and the checks are a few C-level passes over
+    tensors whose pointers must be read anyway."""
+    try:
         if (
-            seen is not None
-            and seen[0] is tensors
-            and seen[1] == pointers
-            and (sizes is None or seen[2] is sizes)
-        ):
-            return pointers, seen[2]
-        own = list(map(_nbytes, tensors))
-        if (
-            (sizes is not None and own != sizes)
+            (sizes is not None and list(map(_nbytes, tensors)) != sizes)
             or not all(map(_is_cpu, tensors))
             or set(map(_dtype, tensors)) != {dtype}
             or not all(map(Tensor.is_contiguous, tensors))
         ):
             return None
-        if stable:
-            if len(self._seen) >= 64:  # lists of plans that were rebuilt
-                self._seen.clear()
-            self._seen[id(tensors)] = (tensors, pointers, own if sizes is None else sizes)
-        return pointers, own if sizes is None else sizes
+        return list(map(Tensor.data_ptr, tensors))
+    except (AttributeError, TypeError, RuntimeError):  # None entries; sparse tensors
+        return None
 
 
 class NativeKernel:
     """Called with the Python kernel's arguments: runs the C++ kernel and returns True, or
     returns False, having done nothing, where it does not apply (not CPU, not float32/64, a
-    tensor not contiguous or absent where an option needs it)."""
+    tensor not contiguous or of the wrong size, a state list absent that the step needs, or
+    inside a region dynamo is tracing)."""
 
     def __init__(self, spec: Spec, functions: dict[torch.dtype, Callable]) -> None:
         self.spec = spec
         self.functions = functions
-        self.checked = _CheckedLists()
 
     def __call__(self, *args: Any) -> bool:
         spec = self.spec
@@ -225,24 +252,22 @@ class NativeKernel:
         factors: Tensor | None = args[spec.lists + 1] if spec.has_factors else None
         options = args[spec.lists + 1 + spec.has_factors :]
         params = lists[0]
-        function = self.functions.get(params[0].dtype)
-        if function is None or hyper.device.type != "cpu":
-            return False
         dtype = params[0].dtype
-        checked = self.checked.pointers(params, dtype, None)
-        if checked is None:
+        function = self.functions.get(dtype)
+        if function is None or hyper.device.type != "cpu" or torch.compiler.is_compiling():
             return False
-        pointers, sizes = checked
-        all_pointers = array.array("q", pointers)
-        for index, tensors in enumerate(lists[1:], start=1):
+        sizes = list(map(_nbytes, params))
+        pointers = array.array("q")
+        for index, tensors in enumerate(lists):
             if tensors is None:
-                all_pointers.extend(repeat(0, len(params)))
+                if index not in spec.optional:
+                    return False
+                pointers.extend(repeat(0, len(params)))
                 continue
-            # the grads are a new list every step: checked every time, never remembered
-            checked = self.checked.pointers(tensors, dtype, sizes, stable=index != 1)
+            checked = checked_pointers(tensors, dtype, sizes)
             if checked is None:
                 return False
-            all_pointers.extend(checked[0])
+            pointers.extend(checked)
         itemsize = params[0].element_size()
         numel = array.array("q", [size // itemsize for size in sizes])
         if factors is not None:
@@ -250,7 +275,7 @@ class NativeKernel:
         status = function(
             len(params),
             numel.buffer_info()[0],
-            all_pointers.buffer_info()[0],
+            pointers.buffer_info()[0],
             hyper.data_ptr(),
             None if factors is None else factors.data_ptr(),
             sum(1 << i for i, on in enumerate(options) if on),
@@ -259,20 +284,19 @@ class NativeKernel:
         return status == 0
 
 
-_STEP_LISTS = _CheckedLists()
 _FOUR_BYTES: dict[int, list[int]] = {}
 
 
 def increment(steps: list[Tensor]) -> bool:
     """``step += 1`` on float32 CPU step counts in one C call (without bumping the tensors'
     version counters); False, having done nothing, where that does not apply."""
-    lib = library() if ENABLED else None
-    if lib is None:
+    if not ENABLED or torch.compiler.is_compiling():
         return False
+    lib = library()
     four = _FOUR_BYTES.setdefault(len(steps), [4] * len(steps))  # one float32 each
-    checked = _STEP_LISTS.pointers(steps, torch.float32, four)
-    if checked is None:
+    pointers = None if lib is None else checked_pointers(steps, torch.float32, four)
+    if pointers is None:
         return False
-    pointers = array.array("q", checked[0])
-    lib.add_one_f32(ctypes.c_int64(len(steps)), ctypes.c_void_p(pointers.buffer_info()[0]))
+    block = array.array("q", pointers)
+    lib.add_one_f32(ctypes.c_int64(len(steps)), ctypes.c_void_p(block.buffer_info()[0]))
     return True

@@ -81,7 +81,8 @@ def test_threaded_slices_match_the_loop(name):
 
 
 @pytest.mark.parametrize("name", ["adam", "sgd", "rprop"])
-def test_same_numbers_on_any_number_of_threads(name):
+def test_threads_split_the_work_without_gaps_or_overlaps(name):
+    """Bitwise the same on 1, 2 and 3 threads: the slices cover every element exactly once."""
     one, _ = train(name, {"fused": True}, threads=1, dtype=torch.float32)
     for threads in (2, 3):
         many, _ = train(name, {"fused": True}, threads=threads, dtype=torch.float32)
@@ -177,8 +178,12 @@ def test_library_is_built_into_the_cache_dir(tmp_path):
     built = Path(done.stdout.strip())
     assert built.parent == tmp_path and built.suffix == ".so" and built.exists()
     assert [f.name for f in tmp_path.iterdir()] == [built.name]  # no temporary file left
+    before = built.stat()
     again = run_python(code, OPTBENCH_CACHE_DIR=str(tmp_path), OPTBENCH_NATIVE="1")
-    assert again.stdout == done.stdout  # reused, not rebuilt under another name
+    assert again.stdout == done.stdout  # the same library, not rebuilt:
+    after = built.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert after.st_mode & 0o044  # readable by others sharing the cache dir (subject to umask)
 
 
 def test_environment_switch_turns_the_engine_off():
@@ -192,3 +197,130 @@ def test_environment_switch_turns_the_engine_off():
     done = run_python(code, OPTBENCH_NATIVE="0")
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "None", "loop"]
+
+
+def test_a_missing_state_list_is_an_error_not_a_crash():
+    """State under other keys (e.g. loaded from another optimizer): the C++ kernel must not
+    run on absent tensors. Run in a subprocess, so a regression shows as a crash there."""
+    code = (
+        "import torch, optimizers\n"
+        "p = torch.nn.Parameter(torch.randn(100))\n"
+        "opt = optimizers.Momentum([p], lr=0.1, fused=True)\n"
+        "opt.state[p] = {'momentum_buffer': torch.zeros(100)}\n"
+        "p.grad = torch.randn(100)\n"
+        "try:\n"
+        "    opt.step()\n"
+        "except Exception as error:\n"
+        "    print('raised', type(error).__name__)\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.startswith("raised")
+
+
+def test_same_address_fewer_bytes_is_refused():
+    """``.data =`` a view that starts at the same address but is shorter: the pointer is one
+    the kernel has seen, the size is not, and nothing may be written past it."""
+    p = torch.nn.Parameter(torch.randn(1000))
+    opt = optimizers.Adam([p], fused=True)
+    for _ in range(2):
+        p.grad = torch.randn(1000)
+        opt.step()
+    exp_avg = opt.state[p]["exp_avg"]
+    address = exp_avg.data_ptr()
+    exp_avg.data = exp_avg.data[:500]
+    assert exp_avg.data_ptr() == address
+    p.grad = torch.randn(1000)
+    with pytest.raises(RuntimeError):
+        opt.step()
+
+
+def test_same_address_other_layout_is_followed():
+    """``p.data = p.data.t()`` keeps the address but not the layout: the flat loop must not
+    walk it; the result is the for-loop's."""
+    results = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        p = torch.nn.Parameter(torch.arange(36.0, dtype=torch.float64).reshape(6, 6) / 7)
+        opt = optimizers.Adam([p], lr=0.1, **flags)
+        for k in range(6):
+            if k == 3:
+                p.data = p.data.t()
+                assert not p.is_contiguous()
+            p.grad = torch.sin(p.detach() * (k + 1)).contiguous()
+            opt.step()
+        results.append(p.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum"])
+def test_sparse_gradients_on_the_default_path_take_the_loop(name):
+    """The default path would be fused; sparse gradients go to the for-loop, as torch's do."""
+    results = []
+    for flags in ({}, {"foreach": False}):
+        torch.manual_seed(0)
+        embedding = torch.nn.Embedding(50, 8, sparse=True).double()
+        opt = optimizers.create(name, embedding.parameters(), lr=0.1, momentum=0.9, **flags)
+        for k in range(5):
+            opt.zero_grad()
+            embedding(torch.tensor([k, k + 1, 7])).pow(2).sum().backward()
+            assert embedding.weight.grad.is_sparse
+            opt.step()
+        results.append(embedding.weight.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+    explicit = optimizers.create(name, embedding.parameters(), lr=0.1, momentum=0.9, fused=True)
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        explicit.step()
+
+
+def test_rprop_clamps_like_torch_when_the_bounds_cross():
+    """torch.clamp(x, lo, hi) is min(max(x, lo), hi): hi wins when lo > hi."""
+    results = []
+    for cls, flags in ((optimizers.Rprop, {"fused": True}), (torch.optim.Rprop, {})):
+        p = torch.nn.Parameter(torch.linspace(-1, 1, 40, dtype=torch.float64))
+        opt = cls([p], lr=0.7, step_sizes=(1.0, 0.5), **flags)
+        for k in range(4):
+            p.grad = torch.cos(p.detach() * (k + 2))
+            opt.step()
+        results.append(p.detach().clone())
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_empty_params_do_not_push_the_step_to_the_compiler():
+    """A zero-element param (a null data pointer) among others: still the C++ kernel, with
+    amsgrad's optional list present, and the for-loop's numbers."""
+    graphs = counters["stats"]["unique_graphs"]
+    results = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        tensors = (torch.linspace(-2, 2, 30), torch.empty(0), torch.ones(4))
+        params = [torch.nn.Parameter(t) for t in tensors]
+        opt = optimizers.Adam(params, lr=0.1, amsgrad=True, **flags)
+        for k in range(4):
+            for p in params:
+                p.grad = torch.sin(p.detach() + k)
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    for p, q in zip(*results, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+@pytest.mark.parametrize("name", ["sgd", "rprop"])
+def test_per_tensor_factors(name):
+    """A param whose first gradient comes later, under a changing lr: SGD's undamped first
+    buffer update and Rprop's lr_t / lr_0 then differ per tensor (the ``factors`` vector)."""
+    results = []
+    for flags in ({"fused": True}, {"foreach": False}):
+        params = [
+            torch.nn.Parameter(torch.linspace(-1, 1, 20, dtype=torch.float64) * (i + 1))
+            for i in range(3)
+        ]
+        extra = {"momentum": 0.9, "dampening": 0.3} if name == "sgd" else {}
+        opt = optimizers.create(name, params, lr=0.05, **extra, **flags)
+        for k in range(8):
+            opt.param_groups[0]["lr"] = 0.05 * (1 + 0.5 * (k % 3))
+            for i, p in enumerate(params):
+                p.grad = None if (i == 2 and k < 3) else torch.sin(p.detach() * (k + 1))
+            opt.step()
+        results.append([p.detach().clone() for p in params])
+    for p, q in zip(*results, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)

@@ -161,18 +161,27 @@ def native_off():
 
 
 def engine_of_path(check):
-    """Runs ``check`` with the C++ engine off when its ``path`` argument is "compiled"."""
+    """Runs ``check`` with the C++ engine off when its ``path`` argument is "compiled"; for
+    "fused" on CPU in float32/float64, asserts that the C++ engine did all the work (nothing
+    was handed to torch.compile, which would compile a graph)."""
     signature = inspect.signature(check)
 
     @functools.wraps(check)
     def wrapper(*args, **kwargs):
-        path = signature.bind(*args, **kwargs).arguments["path"]
+        arguments = signature.bind(*args, **kwargs)
+        arguments.apply_defaults()
+        path, device = arguments.arguments["path"], torch.device(arguments.arguments["device"])
+        dtype = arguments.arguments.get("dtype", torch.float32)
         if path == "compiled":
-            if torch.device(signature.bind(*args, **kwargs).arguments["device"]).type != "cpu":
+            if device.type != "cpu":
                 pytest.skip("off CPU the fused path is the compiled one")
             with native_off():
                 return check(*args, **kwargs)
-        return check(*args, **kwargs)
+        graphs = counters["stats"]["unique_graphs"]
+        result = check(*args, **kwargs)
+        if path == "fused" and device.type == "cpu" and dtype in (torch.float32, torch.float64):
+            assert counters["stats"]["unique_graphs"] == graphs, "the C++ engine declined"
+        return result
 
     return wrapper
 
@@ -253,6 +262,33 @@ def test_fused_matches_torch_most_options(name, opt_index, path, device):
 @pytest.mark.parametrize(("name", "opt_index"), MATRIX)
 def test_fused_matches_torch_all_options(name, opt_index, dtype, path, device):
     check_against_torch(name, opt_index, path, dtype, device)
+
+
+def check_native_equals_compiled(name, opt_index, steps=25):
+    """float32, CPU: the C++ kernels round exactly like the traced Python kernels."""
+    ours_cls, _, options, group_b = CASES[name]
+    opts = options[opt_index]
+    sign = -1.0 if opts.get("maximize") else 1.0
+    results = []
+    for engine in ("native", "compiled"):
+        params = make_params(torch.float32)
+        opt = ours_cls(groups(params, group_b), lr=LR, **opts, fused=True)
+        with native_off() if engine == "compiled" else contextlib.nullcontext():
+            run(opt, params, steps, sign)
+        results.append(params)
+    for p, q in zip(*results, strict=True):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize(("name", "opt_index"), MOST_OPTIONS)
+def test_native_equals_compiled_bitwise(name, opt_index):
+    check_native_equals_compiled(name, opt_index)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "opt_index"), MATRIX)
+def test_native_equals_compiled_bitwise_all_options(name, opt_index):
+    check_native_equals_compiled(name, opt_index)
 
 
 # ---------------------------------------------------------------- lr changing every step
