@@ -158,8 +158,11 @@ def library() -> ctypes.CDLL | None:
                     if not target.exists():
                         _build(compiler, flags, target)
                     lib = ctypes.CDLL(str(target))
-                except (OSError, subprocess.SubprocessError) as error:
+                except subprocess.SubprocessError as error:  # these flags fail: the next set
                     errors.append(str(getattr(error, "stderr", None) or error))
+                    break
+                except OSError as error:  # this folder fails (not writable...): the next one
+                    errors.append(str(error))
                     continue
                 missing = [name for name in ("-fopenmp", "-march=native") if name not in flags]
                 if missing:

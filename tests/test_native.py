@@ -324,3 +324,22 @@ def test_per_tensor_factors(name):
         results.append([p.detach().clone() for p in params])
     for p, q in zip(*results, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_a_compiler_that_fails_gives_one_warning_and_the_compiled_engine(tmp_path):
+    code = (
+        "import warnings, torch, optimizers\n"
+        "from optimizers import _native\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    print(_native.library(), _native.available(), _native.library())\n"
+        "print(len(caught), caught[0].message if caught else '')\n"
+        "p = torch.nn.Parameter(torch.ones(3))\n"
+        "print(optimizers.choose_path([p], None, None))\n"
+    )
+    done = run_python(code, CXX="/bin/false", OPTBENCH_CACHE_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "None False None"
+    assert lines[1].startswith("1 optimizers: could not build the C++ fused kernels")
+    assert lines[2] == "loop"
