@@ -83,6 +83,14 @@ T maximum(T a, T b) {  // torch.maximum: NaN if either is NaN
   return a != a ? a : (a > b ? a : b);
 }
 
+// g = ±∇f (maximize flips the sign), + λθ with coupled weight decay: every kernel's first line.
+template <class WD, class T>
+T gradient(WD, T g, T p, T sgn, T wd) {
+  T grad = g * sgn;
+  if constexpr (WD::value) grad = grad + wd * p;
+  return grad;
+}
+
 template <class T>
 T sign(T x) {  // torch.sign (0 for NaN)
   return T(x > T(0)) - T(x < T(0));
@@ -153,8 +161,7 @@ int sgd(int64_t k, const int64_t* numel, T* const* t, const double* h, const dou
           T* __restrict buf = t[2 * k + j];
           #pragma omp simd
           for (int64_t i = a; i < b; ++i) {
-            T grad = g[i] * sgn;
-            if constexpr (WD) grad = grad + wd * p[i];
+            T grad = gradient(WD, g[i], p[i], sgn, wd);
             if constexpr (MOMENTUM) {
               const T bi = buf[i] * momentum + damped * grad;
               buf[i] = bi;
@@ -182,8 +189,7 @@ int momentum(int64_t k, const int64_t* numel, T* const* t, const double* h, cons
         T* __restrict vel = t[2 * k + j];
         #pragma omp simd
         for (int64_t i = a; i < b; ++i) {
-          T grad = g[i] * sgn;
-          if constexpr (WD) grad = grad + wd * p[i];
+          T grad = gradient(WD, g[i], p[i], sgn, wd);
           const T vi = vel[i] * mu + minus_lr * grad;
           vel[i] = vi;
           p[i] = NESTEROV ? p[i] + mu * vi + minus_lr * grad : p[i] + vi;
@@ -208,8 +214,7 @@ int adagrad(int64_t k, const int64_t* numel, T* const* t, const double* h, const
       T* __restrict sum = t[2 * k + j];
       #pragma omp simd
       for (int64_t i = a; i < b; ++i) {
-        T grad = g[i] * sgn;
-        if constexpr (WD) grad = grad + wd * p[i];
+        T grad = gradient(WD, g[i], p[i], sgn, wd);
         const T si = sum[i] + grad * grad;
         sum[i] = si;
         p[i] = p[i] + grad / (std::sqrt(si) + eps) * minus_clr;
@@ -240,8 +245,7 @@ int rmsprop(int64_t k, const int64_t* numel, T* const* t, const double* h, const
           T* __restrict buf = t[4 * k + j];
           #pragma omp simd
           for (int64_t i = a; i < b; ++i) {
-            T grad = g[i] * sgn;
-            if constexpr (WD) grad = grad + wd * p[i];
+            T grad = gradient(WD, g[i], p[i], sgn, wd);
             const T si = sq[i] * alpha + one_minus_alpha * grad * grad;
             sq[i] = si;
             T avg;
@@ -311,8 +315,7 @@ int adadelta(int64_t k, const int64_t* numel, T* const* t, const double* h, cons
       T* __restrict acc = t[3 * k + j];
       #pragma omp simd
       for (int64_t i = a; i < b; ++i) {
-        T grad = g[i] * sgn;
-        if constexpr (WD) grad = grad + wd * p[i];
+        T grad = gradient(WD, g[i], p[i], sgn, wd);
         const T si = sq[i] * rho + one_minus_rho * grad * grad;
         sq[i] = si;
         const T delta = std::sqrt(acc[i] + eps) / std::sqrt(si + eps) * grad;
