@@ -38,7 +38,7 @@ from torch import Tensor
 
 from . import _native
 
-#: Where the C++ kernels do not apply (CUDA, half precision, no compiler), ``foreach=None,
+#: Where the C++ kernels do not apply (CUDA, half precision, non-contiguous params), ``foreach=None,
 #: fused=None`` takes the torch.compile'd fused path only from this many parameter elements on.
 #: Measured for Adam on a busy 2-core CPU: the first (compiling) step takes 2-4 s with a warm
 #: inductor cache and 40-65 s cold; the compiled step then saves ~0.1 ms per step on a
@@ -72,8 +72,9 @@ def choose_path(params: Sequence[Tensor], foreach: bool | None, fused: bool | No
     Explicit flags win. With both ``None``:
 
     * ``fused`` on CPU when the group's params are contiguous float32/float64 tensors and the
-      C++ kernels of ``_native`` are built (about a second, once per machine): they beat the
-      for-loop from a few thousand elements on and torch's own fused kernels on large models;
+      C++ kernels of ``_native`` are built (about two seconds, once per machine): they beat the
+      for-loop from a few thousand elements on, and on large models match or beat torch's own
+      fused kernels;
     * else ``fused`` when torch.compile works on the device and the group has at least
       ``FUSED_AUTO_MIN_NUMEL`` elements (the compile time pays off);
     * else ``foreach`` on CUDA-like devices and ``loop`` elsewhere (on CPU the for-loop beats

@@ -9,9 +9,10 @@ The library is compiled on first use with the system's C++ compiler and cached o
 (``$OPTBENCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/optbench`` or ``~/.cache/optbench``, else the
 temporary directory), keyed by the source, the compiler, the flags and the CPU, so a cold start
 costs about two seconds once per machine. Everything else (CUDA, half precision, non-contiguous
-or sparse tensors, no compiler, tracing by dynamo) takes the ``torch.compile`` kernel.
-``OPTBENCH_NATIVE=0``, or ``ENABLED = False`` before an optimizer's first fused step, makes that
-optimizer use ``torch.compile`` on CPU too.
+tensors, tracing by dynamo) takes the ``torch.compile`` kernel; without a C++ compiler neither
+engine works on CPU and the default path is the for-loop. ``OPTBENCH_NATIVE=0`` (read at import)
+or ``ENABLED = False`` turns the C++ engine off: the default CPU path becomes the for-loop, and a
+``fused=True`` optimizer whose first fused step runs with it off uses ``torch.compile``.
 
 Every call checks every tensor it hands to C++ (CPU, the group's dtype, contiguous, as many
 bytes as its parameter), so no user action on the tensors between steps can make the loop read

@@ -68,6 +68,11 @@ class Adagrad(Optimizer):
                 self._init_state(p, group, bool(group["fused"]))
 
     fused_state = ("sum",)
+    # torch.optim.Adagrad has a sparse update (for nn.Embedding(sparse=True)); ours has not yet
+    sparse_error = (
+        "Adagrad here does not support sparse gradients (torch.optim.Adagrad does); "
+        "use torch.optim.Adagrad or dense gradients"
+    )
 
     def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
         state = self.state[p]
@@ -106,6 +111,8 @@ class Adagrad(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
+            if p.grad.is_sparse:
+                raise RuntimeError(self.sparse_error)
             self._init_state(p, group, fused=False)
             state = self.state[p]
             params.append(p)

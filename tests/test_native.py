@@ -343,3 +343,12 @@ def test_a_compiler_that_fails_gives_one_warning_and_the_compiled_engine(tmp_pat
     assert lines[0] == "None False None"
     assert lines[1].startswith("1 optimizers: could not build the C++ fused kernels")
     assert lines[2] == "loop"
+
+
+@pytest.mark.parametrize("flags", [{}, {"foreach": False}, {"fused": True}])
+def test_adagrad_sparse_gradients_get_a_clear_error(flags):
+    embedding = torch.nn.Embedding(10, 4, sparse=True)
+    opt = optimizers.Adagrad(embedding.parameters(), **flags)
+    embedding(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
+        opt.step()
