@@ -68,11 +68,6 @@ class Adagrad(Optimizer):
                 self._init_state(p, group, bool(group["fused"]))
 
     fused_state = ("sum",)
-    # torch.optim.Adagrad has a sparse update (for nn.Embedding(sparse=True)); ours has not yet
-    sparse_error = (
-        "Adagrad here does not support sparse gradients (torch.optim.Adagrad does); "
-        "use torch.optim.Adagrad or dense gradients"
-    )
 
     def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
         state = self.state[p]
@@ -111,8 +106,6 @@ class Adagrad(Optimizer):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            if p.grad.is_sparse:
-                raise RuntimeError(self.sparse_error)
             self._init_state(p, group, fused=False)
             state = self.state[p]
             params.append(p)
@@ -121,7 +114,10 @@ class Adagrad(Optimizer):
             steps.append(state["step"])
         if not params:
             return
-        update = _multi_tensor_adagrad if path == "foreach" else _single_tensor_adagrad
+        # sparse gradients take the loop's sparse update on either path, as in torch
+        sparse = any(g.is_sparse for g in grads)
+        multi = path == "foreach" and not sparse
+        update = _multi_tensor_adagrad if multi else _single_tensor_adagrad
         update(
             params,
             grads,
@@ -152,11 +148,26 @@ def _single_tensor_adagrad(
         step = step_t.item()
         grad = grad if not maximize else -grad
         if weight_decay != 0:
+            if grad.is_sparse:
+                raise RuntimeError("weight_decay option is not compatible with sparse gradients")
             grad = grad.add(param, alpha=weight_decay)
         clr = lr / (1 + (step - 1) * lr_decay)
+        if grad.is_sparse:  # only the rows the gradient touches (torch's sparse update)
+            grad = grad.coalesce()  # the update is not linear: one value per index
+            indices, values = grad._indices(), grad._values()
+            state_sum.add_(_sparse_like(grad, indices, values.pow(2)))
+            std_values = state_sum.sparse_mask(grad)._values().sqrt_().add_(eps)
+            step_values = _sparse_like(grad, indices, values / std_values)
+            param.add_(step_values, alpha=-clr)
+            continue
         state_sum.addcmul_(grad, grad, value=1)
         std = state_sum.sqrt().add_(eps)
         param.addcdiv_(grad, std, value=-clr)
+
+
+def _sparse_like(grad: Tensor, indices: Tensor, values: Tensor) -> Tensor:
+    """A sparse tensor with ``grad``'s (coalesced, hence valid) indices and new values."""
+    return torch.sparse_coo_tensor(indices, values, grad.size(), check_invariants=False)
 
 
 def _multi_tensor_adagrad(

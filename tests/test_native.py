@@ -345,10 +345,26 @@ def test_a_compiler_that_fails_gives_one_warning_and_the_compiled_engine(tmp_pat
     assert lines[2] == "loop"
 
 
-@pytest.mark.parametrize("flags", [{}, {"foreach": False}, {"fused": True}])
-def test_adagrad_sparse_gradients_get_a_clear_error(flags):
-    embedding = torch.nn.Embedding(10, 4, sparse=True)
-    opt = optimizers.Adagrad(embedding.parameters(), **flags)
-    embedding(torch.tensor([1, 2])).sum().backward()
-    with pytest.raises(RuntimeError, match="does not support sparse gradients"):
-        opt.step()
+@pytest.mark.parametrize("flags", [{}, {"foreach": False}, {"foreach": True}])
+@pytest.mark.parametrize("options", [{}, {"lr_decay": 0.1, "maximize": True}])
+def test_adagrad_sparse_gradients_match_torch(flags, options):
+    """torch.optim.Adagrad's sparse update (only the touched rows), on every non-fused path."""
+    results = []
+    for cls, extra in ((optimizers.Adagrad, flags), (torch.optim.Adagrad, {})):
+        torch.manual_seed(0)
+        embedding = torch.nn.Embedding(20, 3, sparse=True).double()
+        opt = cls(embedding.parameters(), lr=0.5, initial_accumulator_value=0.1, **options, **extra)
+        for k in range(6):
+            opt.zero_grad()
+            embedding(torch.tensor([k, (3 * k) % 20, 7, 7])).pow(2).sum().backward()
+            opt.step()
+        results.append(embedding.weight.detach().clone())
+    assert not torch.equal(results[0], torch.nn.Embedding(20, 3).weight)  # it moved
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-12)
+    embedding = torch.nn.Embedding(20, 3, sparse=True)
+    refused = (({"fused": True}, "sparse gradients"), ({"weight_decay": 0.1}, "weight_decay"))
+    for bad, match in refused:
+        opt = optimizers.Adagrad(embedding.parameters(), **bad)
+        embedding(torch.tensor([1])).sum().backward()
+        with pytest.raises(RuntimeError, match=match):
+            opt.step()
