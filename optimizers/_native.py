@@ -145,7 +145,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
 def library() -> ctypes.CDLL | None:
     """The compiled kernels (built on first use), or None where no compiler can build them."""
     names = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-    compiler = next((shutil.which(c) for c in names if c and shutil.which(c)), None)
+    compiler = next(filter(None, (shutil.which(c) for c in names if c)), None)
     if compiler is None:
         return None
     errors: list[str] = []
@@ -218,17 +218,17 @@ _dtype = operator.attrgetter("dtype")
 
 
 def checked_pointers(
-    tensors: Sequence[Tensor | None], dtype: torch.dtype, sizes: list[int] | None
+    tensors: Sequence[Tensor | None], dtype: torch.dtype, sizes: list[int]
 ) -> list[int] | None:
     """The data pointers of ``tensors`` when every one is a contiguous (strided) CPU tensor of
-    ``dtype`` and, when ``sizes`` is given, of those byte sizes; None otherwise.
+    ``dtype`` with the byte size in ``sizes``; None otherwise.
 
     Checked on every call: an address seen before proves nothing (a freed buffer's address is
     reused, ``p.data = p.data.t()`` keeps it), and the checks are a few C-level passes over
     tensors whose pointers must be read anyway."""
     try:
         if (
-            (sizes is not None and list(map(_nbytes, tensors)) != sizes)
+            list(map(_nbytes, tensors)) != sizes
             or not all(map(_is_cpu, tensors))
             or set(map(_dtype, tensors)) != {dtype}
             or not all(map(Tensor.is_contiguous, tensors))
@@ -288,17 +288,14 @@ class NativeKernel:
         return status == 0
 
 
-_FOUR_BYTES: dict[int, list[int]] = {}
-
-
 def increment(steps: list[Tensor]) -> bool:
     """``step += 1`` on float32 CPU step counts in one C call (without bumping the tensors'
     version counters); False, having done nothing, where that does not apply."""
     if not ENABLED or torch.compiler.is_compiling():
         return False
     lib = library()
-    four = _FOUR_BYTES.setdefault(len(steps), [4] * len(steps))  # one float32 each
-    pointers = None if lib is None else checked_pointers(steps, torch.float32, four)
+    one_float32_each = [4] * len(steps)
+    pointers = None if lib is None else checked_pointers(steps, torch.float32, one_float32_each)
     if pointers is None:
         return False
     block = array.array("q", pointers)
