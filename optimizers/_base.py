@@ -30,7 +30,7 @@ import shutil
 import types
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain
 from typing import Any
 
 import torch
@@ -211,6 +211,7 @@ def state_list(states: list[dict[str, Any]], key: str) -> list[Tensor | None] | 
 
 
 _GRAD = operator.attrgetter("grad")
+_VERSION = operator.attrgetter("_version")
 _IS_SPARSE = operator.attrgetter("is_sparse")
 
 #: what the fused path's cache records for a param without state (never written to)
@@ -243,7 +244,7 @@ class FusedBatch:
         if self.steps:
             if not _native.increment(self.steps):  # (which leaves the versions as they are)
                 increment_steps(self.steps)
-                self.step_versions = [s._version for s in self.steps]
+                self.step_versions = list(map(_VERSION, self.steps))
             if self.step is not None:
                 # the count stays exact in a float32 step tensor up to 2**24
                 self.step = self.step + 1.0 if self.step < 2**24 else None
@@ -261,6 +262,7 @@ class FusedPlan:
     params: list[Tensor]
     states: list[dict[str, Any]]
     state_ids: list[int]
+    dict_ids: list[int]
     batches: list[FusedBatch]
 
 
@@ -388,14 +390,17 @@ class Optimizer(torch.optim.Optimizer):
         return [(batch, list(map(_GRAD, batch.params))) for batch in plan.batches]
 
     def _plan_is_current(self, plan: FusedPlan) -> bool:
-        """Whether every param still has the same state dict holding the same objects, and
-        no step tensor was changed since our last increment (one pass, no tensor reads)."""
-        states = list(map(self.state.get, plan.params, repeat(_NO_STATE)))
+        """Whether ``self.state`` still holds the same state dicts, each holding the same
+        objects, and no step tensor was changed since our last increment.
+
+        The state dicts are compared by the ids of ``self.state.values()`` rather than looked
+        up per param: a lookup hashes the tensor through ``Tensor.__hash__``, a Python call per
+        param. The plan keeps the old dicts alive, so a replaced one cannot reuse an id."""
         return (
-            all(map(operator.is_, states, plan.states))
-            and list(map(id, chain.from_iterable(map(dict.values, states)))) == plan.state_ids
+            list(map(id, self.state.values())) == plan.dict_ids
+            and list(map(id, chain.from_iterable(map(dict.values, plan.states)))) == plan.state_ids
             and all(
-                [s._version for s in batch.steps] == batch.step_versions for batch in plan.batches
+                list(map(_VERSION, batch.steps)) == batch.step_versions for batch in plan.batches
             )
         )
 
@@ -423,11 +428,12 @@ class Optimizer(torch.optim.Optimizer):
                     steps=steps,
                     fresh=d_fresh,
                     step=counts.pop() if len(counts) == 1 else None,
-                    step_versions=[s._version for s in steps],
+                    step_versions=list(map(_VERSION, steps)),
                 )
             )
         state_ids = list(map(id, chain.from_iterable(map(dict.values, states))))
-        return FusedPlan(key, params, states, state_ids, batches)
+        dict_ids = list(map(id, self.state.values()))
+        return FusedPlan(key, params, states, state_ids, dict_ids, batches)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

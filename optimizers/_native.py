@@ -30,7 +30,10 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
+import sysconfig
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -118,7 +121,7 @@ def _compiler_id(compiler: str) -> str:
         return ""
 
 
-def _build(compiler: str, flags: list[str], target: Path) -> None:
+def _build(compiler: str, flags: list[str], target: Path, source: Path = SOURCE) -> None:
     """Compile into a temporary file next to ``target``, then rename: concurrent processes
     (``bench.run --jobs``) never load a half-written library."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
     os.close(fd)
     try:
         subprocess.run(
-            [compiler, *flags, str(SOURCE), "-o", tmp],
+            [compiler, str(source), *flags, "-o", tmp],
             check=True,
             capture_output=True,
             text=True,
@@ -141,11 +144,15 @@ def _build(compiler: str, flags: list[str], target: Path) -> None:
             os.unlink(tmp)
 
 
+def _compiler() -> str | None:
+    names = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
+    return next(filter(None, (shutil.which(c) for c in names if c)), None)
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels (built on first use), or None where no compiler can build them."""
-    names = (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-    compiler = next(filter(None, (shutil.which(c) for c in names if c)), None)
+    compiler = _compiler()
     if compiler is None:
         return None
     errors: list[str] = []
@@ -193,6 +200,110 @@ def available() -> bool:
     return ENABLED and library() is not None
 
 
+#: whether kernels may take their argument checks from ``_native_checks.cpp`` (tests switch it)
+CHECKS_ENABLED = os.environ.get("OPTBENCH_NATIVE_CHECKS", "1") != "0"
+CHECKS_SOURCE = Path(__file__).with_name("_native_checks.cpp")
+#: why the C++ argument checks are not there ("" while they are, or are being built)
+checks_error = ""
+_checks_lock = threading.Lock()
+_checks_build: threading.Thread | None = None
+_gather: Callable[..., int] | None = None
+
+
+def _checks_flags() -> list[str]:
+    """How to compile ``_native_checks.cpp`` against this torch and this Python."""
+    torch_dir = Path(torch.__file__).resolve().parent
+    include, lib = torch_dir / "include", torch_dir / "lib"
+    python_include = sysconfig.get_paths()["include"]
+    if not (Path(python_include) / "Python.h").exists():
+        raise FileNotFoundError(f"no Python.h in {python_include} (a python3-dev package)")
+    return [
+        "-O2",
+        "-shared",
+        "-fPIC",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        f"-I{python_include}",
+        f"-I{include}",
+        f"-I{include / 'torch' / 'csrc' / 'api' / 'include'}",
+        f"-L{lib}",
+        f"-Wl,-rpath,{lib}",
+        "-ltorch_python",
+        "-ltorch",
+        "-ltorch_cpu",
+        "-lc10",
+    ]
+
+
+def _build_checks() -> None:
+    """Build (or find in the cache) the C++ argument checks and publish ``gather_pointers``;
+    on failure, say why in ``checks_error``."""
+    global _gather, checks_error
+    try:
+        compiler = _compiler()
+        if compiler is None:
+            raise FileNotFoundError("no C++ compiler")
+        flags = _checks_flags()
+        identity = [CHECKS_SOURCE.read_text(), compiler, _compiler_id(compiler), torch.__version__]
+        errors: list[str] = []
+        for standard in ("-std=c++20", "-std=c++17"):  # torch 2.14's headers need C++20
+            key = "\0".join([*identity, sys.version, standard, *flags])
+            name = f"optimizers_native_checks_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
+            for folder in cache_dirs():
+                target = folder / name
+                try:
+                    if not target.exists():
+                        _build(compiler, [standard, *flags], target, CHECKS_SOURCE)
+                    gather = ctypes.PyDLL(str(target)).gather_pointers
+                except subprocess.SubprocessError as error:
+                    errors.append(str(getattr(error, "stderr", None) or error))
+                    break
+                except OSError as error:
+                    errors.append(str(error))
+                    continue
+                gather.argtypes = [ctypes.py_object, ctypes.c_int64, ctypes.c_int]
+                gather.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                gather.restype = ctypes.c_int
+                _gather = gather
+                return
+        checks_error = _last_line(errors)
+    except (OSError, KeyError, AttributeError) as error:
+        checks_error = str(error)
+
+
+def gather_function(wait: bool = False) -> Callable[..., int] | None:
+    """``gather_pointers`` of ``_native_checks.cpp``: the kernels' argument checks in C++.
+
+    None while it is being built (on first use per machine and torch version, about 15 s, in
+    a background thread, so no step waits for it: the Python checks run meanwhile, with the
+    same outcome), or where it cannot be built (``checks_error`` says why), or when
+    ``CHECKS_ENABLED`` is off. ``wait`` blocks until the build is done.
+    """
+    global _checks_build
+    if _gather is not None or not CHECKS_ENABLED:
+        return _gather if CHECKS_ENABLED else None
+    with _checks_lock:
+        if _checks_build is None:
+            # not a daemon: an interpreter that exits mid-build finishes it (once per machine)
+            # rather than leaving a half-written temporary file in the cache folder
+            _checks_build = threading.Thread(target=_build_checks, name="optbench-checks-build")
+            _checks_build.start()
+    if wait:
+        _checks_build.join()
+    return _gather
+
+
+def _forget_the_build_in_a_forked_child() -> None:
+    """A forked child has no build thread (and maybe a held lock): it may start its own."""
+    global _checks_build, _checks_lock
+    _checks_lock = threading.Lock()
+    if _gather is None:
+        _checks_build = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_the_build_in_a_forked_child)
+
+
 def kernel(name: str) -> Callable[..., bool] | None:
     """The C++ twin of the Python fused kernel ``name`` (a ``NativeKernel``), or None when the
     engine is off, has no twin for ``name`` or cannot be built."""
@@ -230,7 +341,7 @@ def checked_pointers(
         if (
             list(map(_nbytes, tensors)) != sizes
             or not all(map(_is_cpu, tensors))
-            or set(map(_dtype, tensors)) != {dtype}
+            or not all(map(operator.is_, map(_dtype, tensors), repeat(dtype)))
             or not all(map(Tensor.is_contiguous, tensors))
         ):
             return None
@@ -248,6 +359,53 @@ class NativeKernel:
     def __init__(self, spec: Spec, functions: dict[torch.dtype, Callable]) -> None:
         self.spec = spec
         self.functions = functions
+        # the element counts of the last call's params, as the C array and the byte sizes
+        # they came from: rebuilt only when the sizes change
+        self._numel = array.array("q")
+        self._numel_of: tuple[list[int], int] = ([], 0)
+
+    def _gather_in_cpp(
+        self, gather: Callable[..., int], lists: Sequence[Sequence[Tensor | None] | None], dtype
+    ) -> tuple[array.array, array.array] | None:
+        """(element counts, data pointers list after list) from ``_native_checks.cpp``, or
+        None where a check fails. Absent optional lists get null pointers."""
+        count = len(lists[0])
+        double = dtype is torch.float64
+        numel = array.array("q", [0]) * count
+        pointers = array.array("q", [0]) * (count * len(lists))
+        numel_at, base = numel.buffer_info()[0], pointers.buffer_info()[0]
+        if gather(lists[0], count, double, None, numel_at, base):
+            return None
+        for index in range(1, len(lists)):
+            if lists[index] is None:
+                if index not in self.spec.optional:
+                    return None
+            elif gather(lists[index], count, double, numel_at, None, base + 8 * count * index):
+                return None
+        return numel, pointers
+
+    def _gather(
+        self, lists: Sequence[Sequence[Tensor | None] | None], dtype: torch.dtype
+    ) -> tuple[array.array, array.array] | None:
+        """The same as ``_gather_in_cpp``, with the checks in Python."""
+        params = lists[0]
+        sizes = list(map(_nbytes, params))
+        pointers = array.array("q")
+        for index, tensors in enumerate(lists):
+            if tensors is None:
+                if index not in self.spec.optional:
+                    return None
+                pointers.extend(repeat(0, len(params)))
+                continue
+            checked = checked_pointers(tensors, dtype, sizes)
+            if checked is None:
+                return None
+            pointers.extend(checked)
+        itemsize = params[0].element_size()
+        if self._numel_of != (sizes, itemsize):
+            self._numel = array.array("q", [size // itemsize for size in sizes])
+            self._numel_of = (sizes, itemsize)
+        return self._numel, pointers
 
     def __call__(self, *args: Any) -> bool:
         spec = self.spec
@@ -258,22 +416,17 @@ class NativeKernel:
         params = lists[0]
         dtype = params[0].dtype
         function = self.functions.get(dtype)
-        if function is None or hyper.device.type != "cpu" or torch.compiler.is_compiling():
+        if function is None or not hyper.is_cpu or torch.compiler.is_compiling():
             return False
-        sizes = list(map(_nbytes, params))
-        pointers = array.array("q")
-        for index, tensors in enumerate(lists):
-            if tensors is None:
-                if index not in spec.optional:
-                    return False
-                pointers.extend(repeat(0, len(params)))
-                continue
-            checked = checked_pointers(tensors, dtype, sizes)
-            if checked is None:
-                return False
-            pointers.extend(checked)
-        itemsize = params[0].element_size()
-        numel = array.array("q", [size // itemsize for size in sizes])
+        gather = gather_function()
+        arrays = (
+            self._gather(lists, dtype)
+            if gather is None
+            else self._gather_in_cpp(gather, lists, dtype)
+        )
+        if arrays is None:
+            return False
+        numel, pointers = arrays
         if factors is not None:
             factors = factors.to(torch.float64).contiguous()
         status = function(
@@ -294,10 +447,17 @@ def increment(steps: list[Tensor]) -> bool:
     if not ENABLED or torch.compiler.is_compiling():
         return False
     lib = library()
-    one_float32_each = [4] * len(steps)
-    pointers = None if lib is None else checked_pointers(steps, torch.float32, one_float32_each)
-    if pointers is None:
+    if lib is None:
         return False
-    block = array.array("q", pointers)
-    lib.add_one_f32(ctypes.c_int64(len(steps)), ctypes.c_void_p(block.buffer_info()[0]))
+    count, gather = len(steps), gather_function()
+    if gather is not None:  # one element each, float32
+        block, ones = array.array("q", [0]) * count, array.array("q", [1]) * count
+        if gather(steps, count, False, ones.buffer_info()[0], None, block.buffer_info()[0]):
+            return False
+    else:
+        pointers = checked_pointers(steps, torch.float32, [4] * count)
+        if pointers is None:
+            return False
+        block = array.array("q", pointers)
+    lib.add_one_f32(ctypes.c_int64(count), ctypes.c_void_p(block.buffer_info()[0]))
     return True

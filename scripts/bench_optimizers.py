@@ -239,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     if "cuda" in args.device and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
+    # built in the background on first use: wait, so that every timed step uses the same checks
+    where = "C++" if _native.gather_function(wait=True) else "Python"
+    why = f" ({_native.checks_error or 'OPTBENCH_NATIVE_CHECKS=0'})" if where == "Python" else ""
+    print(f"the C++ engine's argument checks run in {where}{why}", file=sys.stderr)
     table = bench(args.optim, args.shapes, args.device, args.repeats, args.warmup, args.paths)
     with pd.option_context("display.width", 250, "display.max_columns", 50):
         print(table.round(3).to_string(index=False))

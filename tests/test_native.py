@@ -7,10 +7,12 @@ threads to split tensors mid-way.
 
 from __future__ import annotations
 
+import array
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -71,8 +73,19 @@ def train(name: str, flags: dict, steps: int = 12, threads: int = 2, **kwargs):
     return params, opt
 
 
+@pytest.fixture(params=["cpp", "python"])
+def checks(request, monkeypatch):
+    """The kernels' argument checks: in C++ (``_native_checks.cpp``) or in Python."""
+    if request.param == "cpp":
+        if _native.gather_function(wait=True) is None:
+            pytest.skip(f"no C++ argument checks here: {_native.checks_error}")
+    else:
+        monkeypatch.setattr(_native, "CHECKS_ENABLED", False)
+    return request.param
+
+
 @pytest.mark.parametrize("name", list(MOST_OPTIONS))
-def test_threaded_slices_match_the_loop(name):
+def test_threaded_slices_match_the_loop(name, checks):
     fused, _ = train(name, {"fused": True})
     loop, _ = train(name, {"foreach": False})
     for p, q in zip(fused, loop, strict=True):
@@ -98,7 +111,7 @@ def test_native_engine_runs_without_compiling():
     assert counters["stats"]["unique_graphs"] == graphs
 
 
-def test_layouts_the_flat_loop_cannot_walk_take_the_compiled_kernel():
+def test_layouts_the_flat_loop_cannot_walk_take_the_compiled_kernel(checks):
     """A channels_last param, and a transposed gradient: same numbers as the loop, by way of
     the torch.compile kernel (which the graph counter sees)."""
     graphs = counters["stats"]["unique_graphs"]
@@ -122,7 +135,7 @@ def test_layouts_the_flat_loop_cannot_walk_take_the_compiled_kernel():
 
 
 @pytest.mark.parametrize("how", ["replaced", "data swapped", "step replaced"])
-def test_state_of_the_wrong_size_is_refused_not_overrun(how):
+def test_state_of_the_wrong_size_is_refused_not_overrun(how, checks):
     """A state tensor shorter than its param must never reach the C++ loop, also when it is
     swapped in behind a tensor object the kernel has already checked (``.data =``)."""
     p = torch.nn.Parameter(torch.randn(1000))
@@ -144,7 +157,7 @@ def test_state_of_the_wrong_size_is_refused_not_overrun(how):
             opt.step()
 
 
-def test_param_data_swapped_between_steps_is_followed():
+def test_param_data_swapped_between_steps_is_followed(checks):
     """``p.data = ...`` moves a param the kernel has seen: the new storage is updated."""
     results = []
     for flags in ({"fused": True}, {"foreach": False}):
@@ -218,7 +231,7 @@ def test_a_missing_state_list_is_an_error_not_a_crash():
     assert done.stdout.startswith("raised")
 
 
-def test_same_address_fewer_bytes_is_refused():
+def test_same_address_fewer_bytes_is_refused(checks):
     """``.data =`` a view that starts at the same address but is shorter: the pointer is one
     the kernel has seen, the size is not, and nothing may be written past it."""
     p = torch.nn.Parameter(torch.randn(1000))
@@ -235,7 +248,7 @@ def test_same_address_fewer_bytes_is_refused():
         opt.step()
 
 
-def test_same_address_other_layout_is_followed():
+def test_same_address_other_layout_is_followed(checks):
     """``p.data = p.data.t()`` keeps the address but not the layout: the flat loop must not
     walk it; the result is the for-loop's."""
     results = []
@@ -253,7 +266,7 @@ def test_same_address_other_layout_is_followed():
 
 
 @pytest.mark.parametrize("name", ["sgd", "momentum"])
-def test_sparse_gradients_on_the_default_path_take_the_loop(name):
+def test_sparse_gradients_on_the_default_path_take_the_loop(name, checks):
     """The default path would be fused; sparse gradients go to the for-loop, as torch's do."""
     results = []
     for flags in ({}, {"foreach": False}):
@@ -285,7 +298,7 @@ def test_rprop_clamps_like_torch_when_the_bounds_cross():
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=0)
 
 
-def test_empty_params_do_not_push_the_step_to_the_compiler():
+def test_empty_params_do_not_push_the_step_to_the_compiler(checks):
     """A zero-element param (a null data pointer) among others: still the C++ kernel, with
     amsgrad's optional list present, and the for-loop's numbers."""
     graphs = counters["stats"]["unique_graphs"]
@@ -305,7 +318,7 @@ def test_empty_params_do_not_push_the_step_to_the_compiler():
 
 
 @pytest.mark.parametrize("name", ["sgd", "rprop"])
-def test_per_tensor_factors(name):
+def test_per_tensor_factors(name, checks):
     """A param whose first gradient comes later, under a changing lr: SGD's undamped first
     buffer update and Rprop's lr_t / lr_0 then differ per tensor (the ``factors`` vector)."""
     results = []
@@ -369,3 +382,87 @@ def test_adagrad_sparse_gradients_match_torch(flags, options):
         embedding(torch.tensor([1])).sum().backward()
         with pytest.raises(RuntimeError, match=match):
             opt.step()
+
+
+def cpp_gather(tensors, numel, double=False):
+    """The data pointers from ``_native_checks.cpp`` (or None where a check fails)."""
+    gather = _native.gather_function(wait=True)
+    if gather is None:
+        pytest.skip(f"no C++ argument checks here: {_native.checks_error}")
+    expected = array.array("q", numel)
+    pointers = array.array("q", [0]) * len(numel)
+    status = gather(
+        tensors, len(numel), double, expected.buffer_info()[0], None, pointers.buffer_info()[0]
+    )
+    return None if status else list(pointers)
+
+
+def tensor_zoo():
+    """40-element float32 tensors the kernels may take, and others they must not."""
+    offset = torch.randn(50)[10:]
+    resized = torch.randn(40)
+    resized.untyped_storage().resize_(0)  # as FSDP frees a param's memory
+    return {
+        "contiguous": (torch.randn(8, 5), True),
+        "parameter": (torch.nn.Parameter(torch.randn(40)), True),
+        "offset view": (offset, True),
+        "float64": (torch.randn(40, dtype=torch.float64), False),
+        "int32": (torch.zeros(40, dtype=torch.int32), False),
+        "fewer elements": (torch.randn(39), False),
+        "transposed": (torch.randn(5, 8).t(), False),
+        "channels_last": (
+            torch.randn(2, 5, 2, 2).contiguous(memory_format=torch.channels_last),
+            False,
+        ),
+        "expanded": (torch.randn(1, 5).expand(8, 5), False),
+        "sparse": (torch.randn(8, 5).to_sparse(), False),
+        "meta": (torch.empty(40, device="meta"), False),
+        "None": (None, False),
+        "storage freed": (resized, False),
+    }
+
+
+@pytest.mark.parametrize("name", list(tensor_zoo()))
+def test_cpp_checks_take_what_the_python_checks_take(name):
+    tensor, ok = tensor_zoo()[name]
+    got = cpp_gather([tensor], [40])
+    assert (got is not None) == ok
+    if ok:
+        assert got == [tensor.data_ptr()]
+    if name != "storage freed":  # the Python checks read no storage size (a documented gap)
+        assert (_native.checked_pointers([tensor], torch.float32, [160]) is not None) == ok
+
+
+def test_cpp_checks_refuse_a_list_of_another_length_and_take_empty_tensors():
+    a, b = torch.randn(40), torch.randn(3)
+    assert cpp_gather([a, b], [40, 3]) == [a.data_ptr(), b.data_ptr()]
+    assert cpp_gather([a], [40, 3]) is None
+    assert cpp_gather((a, b), [40, 3]) is not None  # a tuple is taken as well
+    assert cpp_gather([torch.empty(0)], [0]) is not None
+    d = torch.randn(4, dtype=torch.float64)
+    assert cpp_gather([d], [4], double=True) == [d.data_ptr()]
+
+
+def test_cpp_checks_are_built_where_python_headers_exist():
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
+        pytest.skip("no Python.h")
+    assert _native.gather_function(wait=True) is not None, _native.checks_error
+
+
+def test_a_missing_state_list_is_an_error_not_a_crash_with_cpp_checks():
+    code = (
+        "import torch, optimizers\n"
+        "from optimizers import _native\n"
+        "assert _native.gather_function(wait=True) is not None\n"
+        "p = torch.nn.Parameter(torch.randn(100))\n"
+        "opt = optimizers.Momentum([p], lr=0.1, fused=True)\n"
+        "opt.state[p] = {'momentum_buffer': torch.zeros(100)}\n"
+        "p.grad = torch.randn(100)\n"
+        "try:\n"
+        "    opt.step()\n"
+        "except Exception as error:\n"
+        "    print('raised', type(error).__name__)\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.startswith("raised")

@@ -7,6 +7,7 @@ groups with different hyperparameters, and a bias that gets no gradient on every
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
@@ -452,6 +453,8 @@ def edit_state(opt: torch.optim.Optimizer, params: list[torch.Tensor], k: int) -
     if k == 14:  # replace a param's whole state dict
         opt.state[params[1]] = {key: v.clone() for key, v in opt.state[params[1]].items()}
         opt.state[params[1]]["exp_avg_sq"].mul_(2.0)
+    if k == 16:  # reset every param's state
+        opt.state = collections.defaultdict(dict)
 
 
 @pytest.mark.parametrize("engine", ["native", "compiled"])
