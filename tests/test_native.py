@@ -466,3 +466,31 @@ def test_a_missing_state_list_is_an_error_not_a_crash_with_cpp_checks():
     done = run_python(code)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.startswith("raised")
+
+
+def test_without_the_cpp_checks_the_python_ones_run(tmp_path):
+    """No Python.h (or OPTBENCH_NATIVE_CHECKS=0): no C++ checks, a reason, and the C++ kernels
+    still run, with the Python checks."""
+    code = (
+        "import sysconfig, torch, optimizers\n"
+        "from optimizers import _native\n"
+        "real = sysconfig.get_paths\n"
+        "sysconfig.get_paths = lambda *a, **k: {**real(*a, **k), 'include': '/nonexistent'}\n"
+        "print(_native.gather_function(wait=True), _native.checks_error)\n"
+        "p = torch.nn.Parameter(torch.ones(3))\n"
+        "p.grad = torch.ones(3)\n"
+        "optimizers.Adam([p], lr=0.1, fused=True).step()\n"
+        "print(p.tolist(), _native.library() is not None)\n"
+    )
+    done = run_python(code, OPTBENCH_CACHE_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()
+    assert first.startswith("None FileNotFoundError: no Python.h in /nonexistent")
+    q = torch.nn.Parameter(torch.ones(3))
+    q.grad = torch.ones(3)
+    torch.optim.Adam([q], lr=0.1).step()
+    assert second == f"{q.tolist()} True"  # torch's first Adam step, to the bit
+    assert not [f for f in tmp_path.iterdir() if "checks" in f.name]  # nothing half-built
+    off = run_python(code, OPTBENCH_CACHE_DIR=str(tmp_path), OPTBENCH_NATIVE_CHECKS="0")
+    assert off.returncode == 0, off.stderr
+    assert off.stdout.splitlines()[0] == "None "  # switched off: nothing built, no reason
