@@ -295,6 +295,7 @@ class Optimizer(torch.optim.Optimizer):
         # (name, device) -> (values, tensor, a NumPy view of a CPU tensor for cheap rewrites)
         self._hypers: dict[tuple[Hashable, torch.device], tuple[tuple, Tensor, Any]] = {}
         self._plans: dict[int, FusedPlan] = {}
+        self._dict_ids: list[int] | None = None  # ids of self.state.values(), once per step
         if defaults.get("fused"):
             for group in self.param_groups:
                 self._check_fused(group["params"])
@@ -396,8 +397,10 @@ class Optimizer(torch.optim.Optimizer):
         The state dicts are compared by the ids of ``self.state.values()`` rather than looked
         up per param: a lookup hashes the tensor through ``Tensor.__hash__``, a Python call per
         param. The plan keeps the old dicts alive, so a replaced one cannot reuse an id."""
+        if self._dict_ids is None:  # once per step, not per group: it covers every param
+            self._dict_ids = list(map(id, self.state.values()))
         return (
-            list(map(id, self.state.values())) == plan.dict_ids
+            self._dict_ids == plan.dict_ids
             and list(map(id, chain.from_iterable(map(dict.values, plan.states)))) == plan.state_ids
             and all(
                 list(map(_VERSION, batch.steps)) == batch.step_versions for batch in plan.batches
@@ -432,7 +435,7 @@ class Optimizer(torch.optim.Optimizer):
                 )
             )
         state_ids = list(map(id, chain.from_iterable(map(dict.values, states))))
-        dict_ids = list(map(id, self.state.values()))
+        self._dict_ids = dict_ids = list(map(id, self.state.values()))  # new state included
         return FusedPlan(key, params, states, state_ids, dict_ids, batches)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -440,6 +443,7 @@ class Optimizer(torch.optim.Optimizer):
         self._kernels = {}
         self._hypers = {}
         self._plans = {}
+        self._dict_ids = None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -448,6 +452,7 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._dict_ids = None  # the state may have changed since the last step
         for index, group in enumerate(self.param_groups):
             try:
                 self._step_group(index, group, self._path(group))

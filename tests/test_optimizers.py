@@ -457,12 +457,15 @@ def edit_state(opt: torch.optim.Optimizer, params: list[torch.Tensor], k: int) -
         opt.state = collections.defaultdict(dict)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
 @pytest.mark.parametrize("engine", ["native", "compiled"])
-def test_fused_sees_state_changed_between_steps(engine):
+def test_fused_sees_state_changed_between_steps(engine, groups):
     results = []
     for flags in ({"fused": True}, {"foreach": False}):
         params = make_params(torch.float64)
-        opt = Adam(params, lr=LR, **flags)
+        # 3 groups: the edits hit the first two, the third's plan must still see them
+        split = [params] if groups == 1 else [params[:1], params[1:3], params[3:]]
+        opt = Adam([{"params": ps, "lr": LR * (i + 1)} for i, ps in enumerate(split)], **flags)
         with native_off() if engine == "compiled" else contextlib.nullcontext():
             for k in range(18):
                 edit_state(opt, params, k)
