@@ -77,6 +77,8 @@ def choose_path(params: Sequence[Tensor], foreach: bool | None, fused: bool | No
       fused kernels;
     * else ``fused`` when torch.compile works on the device and the group has at least
       ``FUSED_AUTO_MIN_NUMEL`` elements (the compile time pays off);
+    * never ``fused`` for tensor subclasses with their own ``__torch_dispatch__`` or
+      ``__torch_function__`` (DTensor, FakeTensor, ...);
     * else ``foreach`` on CUDA-like devices and ``loop`` elsewhere (on CPU the for-loop beats
       foreach, as torch's own default assumes).
 
@@ -92,7 +94,10 @@ def choose_path(params: Sequence[Tensor], foreach: bool | None, fused: bool | No
     if len(device_types) != 1:
         return "loop"
     (device_type,) = device_types
-    if fused is None and foreach is None:
+    # tensor subclasses with their own dispatch (DTensor, FakeTensor...) take the loop or
+    # foreach, as torch's own default does, never a fused kernel that could not walk them
+    plain = all(map(_native.plain_tensor_type, {type(p) for p in params}))
+    if fused is None and foreach is None and plain:
         if device_type == "cpu" and _native_applies(params):
             return "fused"
         if compile_works_on(device_type) and sum(p.numel() for p in params) >= FUSED_AUTO_MIN_NUMEL:
@@ -144,8 +149,29 @@ class FusedKernel:
         return self._compiled
 
     def __call__(self, *args: Any) -> None:
-        if self.native is None or not self.native(*args):
-            self.compiled(*args)
+        if self.native is not None and self.native(*args):
+            return
+        # a gradient that is a zero tensor (no memory) or a lazily negated view: neither engine
+        # reads it right (inductor's kernel crashes on the first and ignores the sign of the
+        # second), so it goes in materialised; every kernel takes (params, grads, ...)
+        grads = args[1]
+        if any(map(_is_lazy, grads)):
+            args = (args[0], [materialized(g) for g in grads], *args[2:])
+            if self.native is not None and self.native(*args):
+                return
+        self.compiled(*args)
+
+
+def _is_lazy(tensor: Tensor) -> bool:
+    return tensor._is_zerotensor() or tensor.is_neg()
+
+
+def materialized(tensor: Tensor) -> Tensor:
+    """``tensor`` as a tensor with memory holding its values (zero tensors and negated views
+    have none or other values)."""
+    if tensor._is_zerotensor():
+        return torch.zeros(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+    return tensor.resolve_neg() if tensor.is_neg() else tensor
 
 
 class _SparseGradients(Exception):
@@ -295,7 +321,7 @@ class Optimizer(torch.optim.Optimizer):
         # (name, device) -> (values, tensor, a NumPy view of a CPU tensor for cheap rewrites)
         self._hypers: dict[tuple[Hashable, torch.device], tuple[tuple, Tensor, Any]] = {}
         self._plans: dict[int, FusedPlan] = {}
-        self._dict_ids: list[int] | None = None  # ids of self.state.values(), once per step
+        self._dict_ids: list[int] | None = None  # ids of self.state's items, once per step
         if defaults.get("fused"):
             for group in self.param_groups:
                 self._check_fused(group["params"])
@@ -394,11 +420,12 @@ class Optimizer(torch.optim.Optimizer):
         """Whether ``self.state`` still holds the same state dicts, each holding the same
         objects, and no step tensor was changed since our last increment.
 
-        The state dicts are compared by the ids of ``self.state.values()`` rather than looked
+        The state is compared by the ids of its keys and values, in order, rather than looked
         up per param: a lookup hashes the tensor through ``Tensor.__hash__``, a Python call per
-        param. The plan keeps the old dicts alive, so a replaced one cannot reuse an id."""
+        param. The plan keeps its params and their old dicts alive, so a replaced one cannot
+        reuse an id."""
         if self._dict_ids is None:  # once per step, not per group: it covers every param
-            self._dict_ids = list(map(id, self.state.values()))
+            self._dict_ids = list(map(id, chain.from_iterable(self.state.items())))
         return (
             self._dict_ids == plan.dict_ids
             and list(map(id, chain.from_iterable(map(dict.values, plan.states)))) == plan.state_ids
@@ -435,7 +462,8 @@ class Optimizer(torch.optim.Optimizer):
                 )
             )
         state_ids = list(map(id, chain.from_iterable(map(dict.values, states))))
-        self._dict_ids = dict_ids = list(map(id, self.state.values()))  # new state included
+        # (keys too: a state dict moved to another param changes no value's id)
+        self._dict_ids = dict_ids = list(map(id, chain.from_iterable(self.state.items())))
         return FusedPlan(key, params, states, state_ids, dict_ids, batches)
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -14,12 +14,15 @@ engine works on CPU and the default path is the for-loop. ``OPTBENCH_NATIVE=0`` 
 or ``ENABLED = False`` turns the C++ engine off: the default CPU path becomes the for-loop, and a
 ``fused=True`` optimizer whose first fused step runs with it off uses ``torch.compile``.
 
-Every call checks every tensor it hands to C++ (CPU, the group's dtype, contiguous, as many
-bytes as its parameter), so no user action on the tensors between steps can make the loop read
-or write outside them. The checks run in C++ on torch's tensor objects (``_native_checks.cpp``,
-built against torch's and Python's headers in a background thread on first use, about 12 s
-once per machine and torch version) and, until it is built or where it cannot be, in Python
-(``checked_pointers``), with the same outcome.
+Every call checks every tensor it hands to C++: a plain tensor (no ``__torch_dispatch__``
+subclass, functional wrapper, zero tensor or lazily negated view), on CPU, of the group's dtype,
+contiguous, with as many elements as its parameter and memory behind it. Anything else goes to
+the ``torch.compile`` kernel. The checks run in C++ on torch's tensor objects
+(``_native_checks.cpp``, built against torch's and Python's headers in a background thread on
+first use, about 12-16 s once per machine and torch version) and, until it is built or where it
+cannot be, in Python (``checked_pointers``). The two read the same properties, except that only
+the C++ checks compare the tensor with its storage's size (a storage shrunk under its tensor,
+which torch's own ops do not check either).
 """
 
 from __future__ import annotations
@@ -276,31 +279,43 @@ def _build_checks() -> None:
 def gather_function(wait: bool = False) -> Callable[..., int] | None:
     """``gather_pointers`` of ``_native_checks.cpp``: the kernels' argument checks in C++.
 
-    None while it is being built (on first use per machine and torch version, about 15 s, in
-    a background thread, so no step waits for it: the Python checks run meanwhile, with the
-    same outcome), or where it cannot be built (``checks_error`` says why), or when
+    None while it is being built (on first use per machine and torch version, about 12-16 s,
+    in a background thread, so no step waits for it: the Python checks run meanwhile), or
+    where it cannot be built or its build could not start (``checks_error`` says why), or when
     ``CHECKS_ENABLED`` is off. ``wait`` blocks until the build is done.
     """
     global _checks_build
     if not CHECKS_ENABLED:
         return None
-    if _gather is None and _checks_build is None:
+    if _gather is None and _checks_build is None and not checks_error:
         with _checks_lock:
-            if _checks_build is None:
-                # not a daemon: an interpreter that exits mid-build finishes it (once per
-                # machine) rather than leaving a half-written temporary file in the cache
-                _checks_build = threading.Thread(target=_build_checks, name="optbench-checks")
-                _checks_build.start()
+            if _checks_build is None and not checks_error:
+                _start_checks_build()
     if wait and _checks_build is not None:
         _checks_build.join()
     return _gather
+
+
+def _start_checks_build() -> None:
+    global _checks_build, checks_error
+    # not a daemon: an interpreter that exits mid-build finishes it (once per machine) rather
+    # than abandoning it
+    thread = threading.Thread(target=_build_checks, name="optbench-checks")
+    try:
+        if sys.is_finalizing():
+            raise RuntimeError("the interpreter is shutting down")
+        thread.start()
+    except RuntimeError as error:  # Python 3.12 refuses new threads at shutdown
+        checks_error = f"not built: {error}"
+        return
+    _checks_build = thread
 
 
 def _forget_the_build_in_a_forked_child() -> None:
     """A forked child has no build thread (and maybe a held lock): it may start its own."""
     global _checks_build, _checks_lock
     _checks_lock = threading.Lock()
-    if _gather is None:
+    if _gather is None and not checks_error:  # (a build that failed is not retried)
         _checks_build = None
 
 
@@ -332,26 +347,49 @@ _is_cpu = operator.attrgetter("is_cpu")
 _dtype = operator.attrgetter("dtype")
 
 
+@functools.cache
+def plain_tensor_type(cls: type) -> bool:
+    """Whether instances of ``cls`` are plain tensors whose memory the C++ loop may walk: a
+    ``torch.Tensor`` (or ``nn.Parameter``, or a subclass of either) that overrides neither
+    ``__torch_dispatch__`` (DTensor, FakeTensor, nested tensors: their data is elsewhere or
+    nowhere) nor ``__torch_function__`` (whose answers to ``data_ptr`` could be anything)."""
+    return (
+        issubclass(cls, Tensor)
+        and cls.__torch_dispatch__ is Tensor.__torch_dispatch__
+        and cls.__torch_function__
+        in (Tensor.__torch_function__, torch.nn.Parameter.__torch_function__)
+    )
+
+
 def checked_pointers(
     tensors: Sequence[Tensor | None], dtype: torch.dtype, sizes: list[int]
 ) -> list[int] | None:
-    """The data pointers of ``tensors`` when every one is a contiguous (strided) CPU tensor of
-    ``dtype`` with the byte size in ``sizes``; None otherwise.
+    """The data pointers of ``tensors`` when every one is a plain (``plain_tensor_type``),
+    contiguous CPU tensor of ``dtype`` with the byte size in ``sizes``, neither functional, nor
+    a zero tensor, nor a lazily negated view, and with memory behind it; None otherwise.
 
     Checked on every call: an address seen before proves nothing (a freed buffer's address is
-    reused, ``p.data = p.data.t()`` keeps it), and the checks are a few C-level passes over
-    tensors whose pointers must be read anyway."""
+    reused, ``p.data = p.data.t()`` keeps it). Unlike ``_native_checks.cpp`` this does not
+    read storage sizes (a storage shrunk under its tensor, which torch's own ops do not check
+    either)."""
     try:
         if (
-            list(map(_nbytes, tensors)) != sizes
+            not all(map(plain_tensor_type, map(type, tensors)))
+            or list(map(_nbytes, tensors)) != sizes
             or not all(map(_is_cpu, tensors))
             or not all(map(operator.is_, map(_dtype, tensors), repeat(dtype)))
             or not all(map(Tensor.is_contiguous, tensors))
+            or any(map(Tensor.is_neg, tensors))
+            or any(map(Tensor._is_zerotensor, tensors))
+            or any(map(torch._is_functional_tensor, tensors))
         ):
             return None
-        return list(map(Tensor.data_ptr, tensors))
-    except (AttributeError, TypeError, RuntimeError):  # None entries; sparse tensors
+        pointers = list(map(Tensor.data_ptr, tensors))
+    except Exception:  # e.g. UninitializedParameter's ValueError: not ours to take
         return None
+    if 0 in pointers and any(p == 0 and n > 0 for p, n in zip(pointers, sizes, strict=True)):
+        return None  # a storage without memory
+    return pointers
 
 
 class NativeKernel:

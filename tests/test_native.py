@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 from torch._dynamo.utils import counters
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.testing._internal.two_tensor import TwoTensor
 
 import optimizers
 from optimizers import _native
@@ -419,6 +421,13 @@ def tensor_zoo():
         "meta": (torch.empty(40, device="meta"), False),
         "None": (None, False),
         "storage freed": (resized, False),
+        # no memory behind the storage, or memory the loop would misread
+        "negated view": (torch.randn(40)._neg_view(), False),
+        "zero tensor": (torch._efficientzerotensor(40), False),
+        "functional": (torch._to_functional_tensor(torch.randn(40)), False),
+        "fake": (FakeTensorMode().from_tensor(torch.randn(40)), False),
+        "dispatch subclass": (TwoTensor(torch.randn(40), torch.randn(40)), False),
+        "uninitialized": (torch.nn.UninitializedParameter(), False),
     }
 
 
@@ -494,3 +503,43 @@ def test_without_the_cpp_checks_the_python_ones_run(tmp_path):
     off = run_python(code, OPTBENCH_CACHE_DIR=str(tmp_path), OPTBENCH_NATIVE_CHECKS="0")
     assert off.returncode == 0, off.stderr
     assert off.stdout.splitlines()[0] == "None "  # switched off: nothing built, no reason
+
+
+@pytest.mark.parametrize("checks_on", ["1", "0"])
+def test_tensors_without_memory_take_another_path_not_a_crash(checks_on):
+    """A zero-tensor gradient, a negated view, params made under FakeTensorMode and a
+    __torch_dispatch__ subclass: the fused and default paths give the loop's result (or the
+    loop's own error), never a write through a null pointer. In a subprocess: a crash is a
+    failure there."""
+    code = (
+        "import torch, optimizers\n"
+        "from optimizers import _native\n"
+        "from torch._subclasses.fake_tensor import FakeTensorMode\n"
+        "from torch.testing._internal.two_tensor import TwoTensor\n"
+        "_native.gather_function(wait=True)\n"
+        "def run(flags, grad):\n"
+        "    p = torch.nn.Parameter(torch.linspace(-1, 1, 40, dtype=torch.float64))\n"
+        "    opt = optimizers.SGD([p], lr=0.1, momentum=0.9, **flags)\n"
+        "    for _ in range(2):\n"
+        "        p.grad = grad()\n"
+        "        opt.step()\n"
+        "    return p.detach()\n"
+        "g = torch.cos(torch.linspace(0, 3, 40, dtype=torch.float64))\n"
+        "for grad in (lambda: torch._efficientzerotensor(40, dtype=torch.float64),\n"
+        "             lambda: g.clone()._neg_view()):\n"
+        "    ref = run({'foreach': False}, lambda: grad().clone())\n"
+        "    for flags in ({}, {'fused': True}):\n"
+        "        torch.testing.assert_close(run(flags, grad), ref, rtol=1e-12, atol=1e-12)\n"
+        "with FakeTensorMode():\n"
+        "    p = torch.nn.Parameter(torch.randn(40))\n"
+        "    print(optimizers.choose_path([p], None, None))\n"
+        "    opt = optimizers.Adam([p], lr=0.1)\n"
+        "    p.grad = torch.randn(40)\n"
+        "    opt.step()\n"
+        "t = TwoTensor(torch.randn(40), torch.randn(40))\n"
+        "print(optimizers.choose_path([t], None, None))\n"
+        "print('done')\n"
+    )
+    done = run_python(code, OPTBENCH_NATIVE_CHECKS=checks_on)
+    assert done.returncode == 0, (done.returncode, done.stderr[-3000:])
+    assert done.stdout.split() == ["loop", "loop", "done"]

@@ -450,6 +450,10 @@ def edit_state(opt: torch.optim.Optimizer, params: list[torch.Tensor], k: int) -
         del opt.state[params[2]]
     if k == 11:  # change a step count in place (the params' counts now differ)
         opt.state[params[0]]["step"].fill_(3.0)
+    if k == 10:  # make params[3]'s state the last entry (no change in meaning)
+        opt.state[params[3]] = opt.state.pop(params[3])
+    if k == 12:  # move it to another key: the values stay in the same order
+        opt.state[torch.zeros(1)] = opt.state.pop(params[3])
     if k == 14:  # replace a param's whole state dict
         opt.state[params[1]] = {key: v.clone() for key, v in opt.state[params[1]].items()}
         opt.state[params[1]]["exp_avg_sq"].mul_(2.0)
