@@ -155,6 +155,36 @@ def _compiler() -> str | None:
     return next(filter(None, (shutil.which(c) for c in names if c)), None)
 
 
+def _build_or_load(
+    compiler: str,
+    source: Path,
+    prefix: str,
+    identity: list[str],
+    flag_sets: list[list[str]],
+    load: Callable[[str], Any],
+    errors: list[str],
+) -> tuple[Any, list[str]] | None:
+    """``load`` of the library built from ``source`` with the first flag set that compiles, and
+    that set; None when none does. The library is cached as ``<prefix>_<hash>.so`` in the
+    first of ``cache_dirs()`` that works, the hash covering ``identity`` and the flags.
+    Failures are appended to ``errors``."""
+    for flags in flag_sets:
+        key = hashlib.sha256("\0".join([*identity, *flags]).encode()).hexdigest()[:16]
+        for folder in cache_dirs():
+            target = folder / f"{prefix}_{key}.so"
+            try:
+                if not target.exists():
+                    _build(compiler, flags, target, source)
+                return load(str(target)), flags
+            except subprocess.SubprocessError as error:  # these flags fail: the next set
+                errors.append(str(getattr(error, "stderr", None) or error))
+                break
+            except OSError as error:  # this folder fails (not writable...): the next one
+                errors.append(str(error))
+                continue
+    return None
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels (built on first use), or None where no compiler can build them."""
@@ -164,36 +194,28 @@ def library() -> ctypes.CDLL | None:
     errors: list[str] = []
     try:
         identity = [SOURCE.read_text(), compiler, _compiler_id(compiler), _cpu_id()]
-        for flags in FLAG_SETS:
-            key = hashlib.sha256("\0".join([*identity, *flags]).encode()).hexdigest()[:16]
-            for folder in cache_dirs():
-                target = folder / f"optimizers_native_{key}.so"
-                try:
-                    if not target.exists():
-                        _build(compiler, flags, target)
-                    lib = ctypes.CDLL(str(target))
-                except subprocess.SubprocessError as error:  # these flags fail: the next set
-                    errors.append(str(getattr(error, "stderr", None) or error))
-                    break
-                except OSError as error:  # this folder fails (not writable...): the next one
-                    errors.append(str(error))
-                    continue
-                missing = [name for name in ("-fopenmp", "-march=native") if name not in flags]
-                if missing:
-                    warnings.warn(
-                        f"optimizers: the C++ fused kernels were built without {missing} "
-                        f"({_last_line(errors)}); the fused CPU path is slower",
-                        stacklevel=3,
-                    )
-                return lib
+        built = _build_or_load(
+            compiler, SOURCE, "optimizers_native", identity, FLAG_SETS, ctypes.CDLL, errors
+        )
     except OSError as error:  # e.g. the source cannot be read
         errors.append(str(error))
-    warnings.warn(
-        "optimizers: could not build the C++ fused kernels; the fused path uses torch.compile "
-        f"on CPU ({_last_line(errors)})",
-        stacklevel=3,
-    )
-    return None
+        built = None
+    if built is None:
+        warnings.warn(
+            "optimizers: could not build the C++ fused kernels; the fused path uses "
+            f"torch.compile on CPU ({_last_line(errors)})",
+            stacklevel=3,
+        )
+        return None
+    lib, flags = built
+    missing = [name for name in ("-fopenmp", "-march=native") if name not in flags]
+    if missing:
+        warnings.warn(
+            f"optimizers: the C++ fused kernels were built without {missing} "
+            f"({_last_line(errors)}); the fused CPU path is slower",
+            stacklevel=3,
+        )
+    return lib
 
 
 def _last_line(errors: list[str]) -> str:
@@ -249,28 +271,27 @@ def _build_checks() -> None:
         if compiler is None:
             raise FileNotFoundError("no C++ compiler")
         flags = _checks_flags()
-        identity = [CHECKS_SOURCE.read_text(), compiler, _compiler_id(compiler), torch.__version__]
+        identity = [CHECKS_SOURCE.read_text(), compiler, _compiler_id(compiler)]
+        identity += [torch.__version__, sys.version]
         errors: list[str] = []
-        for standard in ("-std=c++20", "-std=c++17"):  # torch 2.14's headers need C++20
-            key = "\0".join([*identity, sys.version, standard, *flags])
-            name = f"optimizers_native_checks_{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
-            for folder in cache_dirs():
-                target = folder / name
-                try:
-                    if not target.exists():
-                        _build(compiler, [standard, *flags], target, CHECKS_SOURCE)
-                    gather = ctypes.PyDLL(str(target)).gather_pointers
-                except subprocess.SubprocessError as error:
-                    errors.append(str(getattr(error, "stderr", None) or error))
-                    break
-                except OSError as error:
-                    errors.append(str(error))
-                    continue
-                gather.argtypes = [ctypes.py_object, ctypes.c_int64, ctypes.c_int]
-                gather.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-                gather.restype = ctypes.c_int
-                _gather = gather
-                return
+        # torch 2.14's headers need C++20, older ones build with C++17
+        flag_sets = [[standard, *flags] for standard in ("-std=c++20", "-std=c++17")]
+        built = _build_or_load(
+            compiler,
+            CHECKS_SOURCE,
+            "optimizers_native_checks",
+            identity,
+            flag_sets,
+            lambda path: ctypes.PyDLL(path).gather_pointers,
+            errors,
+        )
+        if built is not None:
+            gather = built[0]
+            gather.argtypes = [ctypes.py_object, ctypes.c_int64, ctypes.c_int]
+            gather.argtypes += [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+            gather.restype = ctypes.c_int
+            _gather = gather
+            return
         checks_error = _last_line(errors)
     except Exception as error:  # a speed-up only: whatever fails, the Python checks stay
         checks_error = f"{type(error).__name__}: {error}"
