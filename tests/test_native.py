@@ -214,11 +214,15 @@ def test_environment_switch_turns_the_engine_off():
     assert done.stdout.split() == ["False", "None", "loop"]
 
 
-def test_a_missing_state_list_is_an_error_not_a_crash():
+@pytest.mark.parametrize("checks_on", ["1", "0"])
+def test_a_missing_state_list_is_an_error_not_a_crash(checks_on):
     """State under other keys (e.g. loaded from another optimizer): the C++ kernel must not
-    run on absent tensors. Run in a subprocess, so a regression shows as a crash there."""
+    run on absent tensors, with the C++ or the Python checks. Run in a subprocess, so a
+    regression shows as a crash there."""
     code = (
         "import torch, optimizers\n"
+        "from optimizers import _native\n"
+        f"assert (_native.gather_function(wait=True) is not None) == {checks_on == '1'}\n"
         "p = torch.nn.Parameter(torch.randn(100))\n"
         "opt = optimizers.Momentum([p], lr=0.1, fused=True)\n"
         "opt.state[p] = {'momentum_buffer': torch.zeros(100)}\n"
@@ -228,7 +232,7 @@ def test_a_missing_state_list_is_an_error_not_a_crash():
         "except Exception as error:\n"
         "    print('raised', type(error).__name__)\n"
     )
-    done = run_python(code)
+    done = run_python(code, OPTBENCH_NATIVE_CHECKS=checks_on)
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.startswith("raised")
 
@@ -456,25 +460,6 @@ def test_cpp_checks_are_built_where_python_headers_exist():
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         pytest.skip("no Python.h")
     assert _native.gather_function(wait=True) is not None, _native.checks_error
-
-
-def test_a_missing_state_list_is_an_error_not_a_crash_with_cpp_checks():
-    code = (
-        "import torch, optimizers\n"
-        "from optimizers import _native\n"
-        "assert _native.gather_function(wait=True) is not None\n"
-        "p = torch.nn.Parameter(torch.randn(100))\n"
-        "opt = optimizers.Momentum([p], lr=0.1, fused=True)\n"
-        "opt.state[p] = {'momentum_buffer': torch.zeros(100)}\n"
-        "p.grad = torch.randn(100)\n"
-        "try:\n"
-        "    opt.step()\n"
-        "except Exception as error:\n"
-        "    print('raised', type(error).__name__)\n"
-    )
-    done = run_python(code)
-    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
-    assert done.stdout.startswith("raised")
 
 
 def test_without_the_cpp_checks_the_python_ones_run(tmp_path):
