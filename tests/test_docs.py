@@ -40,7 +40,9 @@ def test_link_check_catches_a_broken_link(tmp_path: Path) -> None:
     assert relative_links(page) == ["page.md", "figures/none.png"]
 
 
-@pytest.mark.skipif(shutil.which("mkdocs") is None, reason="mkdocs not installed: pip install -e '.[docs]'")
+@pytest.mark.skipif(
+    shutil.which("mkdocs") is None, reason="mkdocs not installed: pip install -e '.[docs]'"
+)
 def test_docs_build_strict(tmp_path: Path) -> None:
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     proc = subprocess.run(
