@@ -1,0 +1,212 @@
+"""The command line of ``python -m bench.run``: flags -> a ``Plan`` (bench.plan), nothing else.
+
+Each flag is checked by its argparse ``type=`` on its own; what involves several flags is checked
+by ``bench.plan.make_plan``. Either way a bad value is one line, ``bench.run: error: ...``,
+raised as ``UsageError`` (exit 2 in ``bench.run.main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from bench import data as D
+from bench import tasks as T
+from bench import tuning as U
+from bench.plan import (
+    DEFAULT_GRID,
+    DEFAULT_OUT,
+    Plan,
+    UsageError,
+    make_plan,
+    parse_kv,
+    parse_names,
+    parse_seeds,
+    positive_float,
+    positive_int,
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage block
+        raise UsageError(message)
+
+
+class _FlagError(Exception):
+    """A type= check's message, passed through argparse unchanged (argparse would replace a
+    ValueError's text with its generic "invalid value")."""
+
+
+def _checked(name: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type that raises ``check``'s ValueError text as the command's error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return check(text)
+        except ValueError as e:  # UsageError, or parse_grid's own ValueError
+            raise _FlagError(str(e)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+def _int(flag: str, allow_zero: bool = False) -> Callable[[str], int]:
+    return _checked(flag, lambda text: positive_int(flag, text, allow_zero))
+
+
+def _optim_names(text: str) -> list[str]:
+    import optimizers
+
+    return parse_names("optimizer", text, optimizers.available())
+
+
+def _sched_names(text: str) -> list[str]:
+    import schedulers
+
+    return parse_names("schedule", text, schedulers.available())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m bench.run",
+        description="Sweep optimizers x schedules x tasks x seeds; results accumulate in --out.",
+        epilog="Exit codes: 0 all runs ok or diverged, 1 a run failed, 2 bad usage, 130 Ctrl-C.",
+    )
+    a = p.add_argument
+    a(
+        "--optim",
+        default="adam",
+        type=_checked("optim", _optim_names),
+        help="optimizer names, comma-separated, or 'all' (default: adam)",
+    )
+    a(
+        "--sched",
+        default="constant",
+        type=_checked("sched", _sched_names),
+        help="schedule names, comma-separated, or 'all' (default: constant)",
+    )
+    a(
+        "--task",
+        default="mnist1d_mlp",
+        type=_checked("task", lambda t: parse_names("task", t, T.available())),
+        help="task names, comma-separated, or 'all' (default: mnist1d_mlp)",
+    )
+    a(
+        "--seeds",
+        default="1",
+        type=_checked("seeds", parse_seeds),
+        help="N (seeds 0..N-1) or a comma list such as 0,5,7 (default: 1)",
+    )
+    a("--steps", type=_int("--steps"), help="optimizer steps per run (default: the task's)")
+    a("--batch-size", type=_int("--batch-size"), help="minibatch size (default: the task's)")
+    a(
+        "--lr",
+        help="one initial lr shared by every optimizer; 'search': per cell, halve from --lr-max "
+        "until a probe neither diverges nor ends above its initial loss; 'grid': per cell, the "
+        "best of --lr-grid on the first seed (default: the task's lr per optimizer)",
+    )
+    a(
+        "--lr-max",
+        type=_checked("lr_max", lambda t: positive_float("--lr-max", t)),
+        help="--lr search: the first probe's lr (default: 10)",
+    )
+    a(
+        "--probe-steps",
+        type=_int("--probe-steps"),
+        help="--lr search: steps per probe run (default: the run's steps, so the accepted probe "
+        "is the first seed's run)",
+    )
+    a(
+        "--lr-grid",
+        type=_checked("lr_grid", U.parse_grid),
+        help=f"--lr grid: LO:HI:N, N log-spaced lrs from LO to HI (default: {DEFAULT_GRID})",
+    )
+    a(
+        "--target",
+        help="time-to-target level: a number for every task of the command, or "
+        "TASK=NUMBER,... (default: the task's; see --list)",
+    )
+    a(
+        "--opt-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        type=_checked("opt_arg", lambda t: parse_kv("--opt-arg", t)),
+        help="optimizer constructor argument, a Python literal (repeatable), e.g. betas=(0.9,0.99)",
+    )
+    a(
+        "--sched-arg",
+        action="append",
+        metavar="KEY=VALUE",
+        type=_checked("sched_arg", lambda t: parse_kv("--sched-arg", t)),
+        help="schedule constructor argument, a Python literal (repeatable), e.g. decay_rate=0.5",
+    )
+    a(
+        "--warmup",
+        default="0",
+        type=_int("--warmup", allow_zero=True),
+        help="linear warm-up steps before the schedule (default: 0)",
+    )
+    a(
+        "--eval-every",
+        type=_int("--eval-every"),
+        help="test-set evaluation period in steps (default: the task's)",
+    )
+    a(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)",
+    )
+    a(
+        "--threads",
+        default="1",
+        type=_int("--threads"),
+        help="torch CPU threads per run, fixed so the numbers do not depend on --jobs (default: 1)",
+    )
+    a("--out", default=DEFAULT_OUT, help=f"result store folder (default: {DEFAULT_OUT})")
+    a("--data-dir", help=f"data sets folder (default: ${D.DATA_ENV} or ~/.cache/optbench/data)")
+    a("--download", action="store_true", help="download missing torchvision data sets (internet)")
+    a("--jobs", default="1", type=_int("--jobs"), help="parallel worker processes (default: 1)")
+    a("--force", action="store_true", help="rerun runs that already finished")
+    a("--quiet", action="store_true", help="no progress bars and no per-run lines")
+    a("--list", action="store_true", help="print optimizers, schedules and tasks with defaults")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> Plan | None:
+    """The plan of a command line; None for --list (which prints the registries)."""
+    try:
+        options = build_parser().parse_args(argv)
+    except _FlagError as e:
+        raise UsageError(str(e)) from None
+    if options.list:
+        print_list()
+        return None
+    return make_plan(options)
+
+
+def print_list() -> None:
+    import optimizers
+    import schedulers
+
+    def fmt(d: dict) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in d.items())
+
+    print("optimizers (constructor defaults; --opt-arg overrides):")
+    for name in optimizers.available():
+        print(f"  {name:<10} {fmt(optimizers.defaults(name))}")
+    print("schedules (constructor arguments for a 1000-step run with lr 1; --sched-arg overrides):")
+    for name in schedulers.available():
+        print(f"  {name:<18} {fmt(schedulers.defaults(name, 1000, 1.0))}")
+    print("tasks (steps, batch size, divergence bound, default lr per optimizer):")
+    for t in T.TASKS.values():
+        batch = "full" if t.batch_size is None else t.batch_size
+        where = f"start={t.start}" if t.is_surface else f"eval_every={t.eval_every}"
+        print(
+            f"  {t.name:<15} steps={t.steps} batch={batch} {where} "
+            f"diverge_above={t.diverge_above:g}"
+        )
+        print(f"  {'':<15} {t.description}")
+        print(f"  {'':<15} lr: {', '.join(f'{k}={v:g}' for k, v in sorted(t.lr.items()))}")
+        sense = ">=" if T.TARGET_METRICS[t.target_metric] == "max" else "<="
+        print(f"  {'':<15} target: {t.target_metric} {sense} {t.target:g}")

@@ -1,0 +1,318 @@
+"""Options -> a typed ``Plan``: every run of the sweep resolved and validated before any work.
+
+``make_plan`` takes the options that ``bench.cli`` parsed (each flag already checked on its own)
+and checks what involves several of them (warm-up against steps, the lr mode's flags, targets
+against tasks, constructor arguments against every optimizer and schedule). Anything wrong raises
+``UsageError`` (a ``ValueError``) with one line that names the option and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import data as D
+from bench import tasks as T
+from bench import tuning as U
+from bench.train import RunConfig
+
+DEFAULT_OUT = "results/runs"
+DEFAULT_GRID = "1e-5:1e1:13"
+
+#: The committed reference results: only scripts/reference.py writes there (via a staging store),
+#: because opening a store rebuilds its CSV files from its run records, which are not committed.
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "results" / "reference"
+
+
+class UsageError(ValueError):
+    """Bad input: reported as one line on stderr, exit code 2."""
+
+
+# ---------------------------------------------------------------------------- single values
+
+
+def unknown_name(kind: str, name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'{hint} choose from {', '.join(choices)}"
+
+
+def parse_names(kind: str, text: str, choices: Sequence[str]) -> list[str]:
+    """'a,b' or 'all' -> names, in the order given, without repeats."""
+    if text.strip() == "all":
+        return list(choices)
+    names: list[str] = []
+    for name in (n.strip() for n in text.split(",")):
+        if not name:
+            raise UsageError(f"empty {kind} name in '{text}'; choose from {', '.join(choices)}")
+        if name not in choices:
+            raise UsageError(unknown_name(kind, name, choices))
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def positive_int(flag: str, text: str, allow_zero: bool = False) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        what = "a non-negative integer" if allow_zero else "a positive integer"
+        raise UsageError(f"{flag} must be {what}, got '{text}'")
+    return value
+
+
+def positive_float(flag: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} must be a positive number, got '{text}'")
+    return value
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'N' -> seeds 0..N-1; '0,5,7' (any comma) -> exactly those."""
+    if "," not in text:
+        return list(range(positive_int("--seeds", text.strip())))
+    seeds = [
+        positive_int("--seeds", s.strip(), allow_zero=True) for s in text.split(",") if s.strip()
+    ]
+    if not seeds:
+        raise UsageError(f"--seeds must be N or a comma list of seeds, got '{text}'")
+    return list(dict.fromkeys(seeds))
+
+
+def parse_kv(flag: str, item: str) -> tuple[str, Any]:
+    """'key=value' with the value a Python literal (0.9, (0.9, 0.99), True, 'name')."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise UsageError(f"{flag} expects key=value, got '{item}'")
+    try:
+        return key, ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+        raise UsageError(
+            f"{flag} {key}: '{value}' is not a Python literal (numbers, True/False, "
+            "tuples, quoted strings)"
+        ) from None
+
+
+def resolve_device(text: str) -> str:
+    text = text.strip()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"--device {text}: CUDA is not available here; use --device cpu or auto"
+            )
+        if text.startswith("cuda:"):
+            index = text[5:]
+            n = torch.cuda.device_count()
+            if not index.isdigit() or int(index) >= n:
+                raise UsageError(f"--device {text}: choose cuda:0 .. cuda:{n - 1}")
+        return text
+    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got '{text}'")
+
+
+def first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+# ---------------------------------------------------------------------------- lr mode, targets
+
+
+@dataclass(frozen=True)
+class LrMode:
+    """How each cell's lr is chosen: the task's default, one shared value, or tuned."""
+
+    source: str  # default | shared | search | grid
+    shared: float | None = None
+    lr_max: float = 10.0
+    probe_steps: int | None = None  # None: the run's steps
+    grid: tuple[float, ...] = field(default_factory=tuple)
+
+    @property
+    def tuned(self) -> bool:
+        return self.source in ("search", "grid")
+
+
+def parse_lr_mode(
+    lr: str | None,
+    lr_max: float | None = None,
+    probe_steps: int | None = None,
+    lr_grid: Sequence[float] | None = None,
+) -> LrMode:
+    """--lr X | search | grid, with --lr-max / --probe-steps / --lr-grid (each only with its
+    mode)."""
+    text = None if lr is None else lr.strip()
+    source = {None: "default", "search": "search", "grid": "grid"}.get(text, "shared")
+    for flag, value, needs in (
+        ("--lr-max", lr_max, "search"),
+        ("--probe-steps", probe_steps, "search"),
+        ("--lr-grid", lr_grid, "grid"),
+    ):
+        if value is not None and source != needs:
+            raise UsageError(f"{flag} is only used with --lr {needs}")
+    if source == "shared":
+        try:
+            return LrMode("shared", shared=positive_float("--lr", text))
+        except UsageError:
+            raise UsageError(
+                f"--lr must be a positive number, got '{text}'; or 'search' (halving from "
+                "--lr-max) or 'grid' (tuning on --lr-grid)"
+            ) from None
+    if source == "search":
+        return LrMode("search", lr_max=lr_max or 10.0, probe_steps=probe_steps)
+    if source == "grid":
+        grid = lr_grid if lr_grid is not None else U.parse_grid(DEFAULT_GRID)
+        return LrMode("grid", grid=tuple(grid))
+    return LrMode("default")
+
+
+def parse_targets(text: str | None, task_names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each task's target: --target X (every task of the command), or TASK=X,TASK=Y (those
+    tasks); the others keep their registry default."""
+    out = {name: U.default_target(name) for name in task_names}
+    if text is None:
+        return out
+    items = [i.strip() for i in text.split(",")]
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        names = [name.strip()] if sep else list(task_names)
+        if sep and names[0] not in task_names:
+            raise UsageError(
+                f"--target {item}: task '{names[0]}' is not in this command's --task "
+                f"({', '.join(task_names)})"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or (not sep and len(items) > 1):
+            raise UsageError(
+                f"--target must be a number or TASK=NUMBER[,TASK=NUMBER], got '{text}'"
+            )
+        for n in names:
+            out[n] = {"metric": T.TASKS[n].target_metric, "value": number}
+    return out
+
+
+def check_not_reference(out: str | Path) -> None:
+    """Refuse a store inside results/reference, so a user's run cannot overwrite the reference."""
+    path = Path(out).expanduser().resolve()
+    if path == REFERENCE_DIR or REFERENCE_DIR in path.parents:
+        raise UsageError(
+            f"--out {out} is inside {REFERENCE_DIR}, the committed reference results; "
+            "choose another store (default results/runs); scripts/reference.py regenerates it"
+        )
+
+
+# ---------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One command's work: the runs (tuned runs carry the task's default lr until tuning picks
+    theirs), how their lr is chosen, each task's target, and where and how to run them."""
+
+    configs: list[RunConfig]
+    lr_mode: LrMode
+    targets: dict[str, dict[str, Any] | None]
+    out: str
+    jobs: int = 1
+    force: bool = False
+    quiet: bool = False
+    download: bool = False
+
+
+def make_plan(o: Any) -> Plan:
+    """A Plan from parsed options (the attributes of ``bench.cli``'s namespace: optim, sched,
+    task, seeds as lists; steps, batch_size, warmup, eval_every, threads, jobs as ints or None;
+    opt_arg / sched_arg as lists of (key, value); lr, target, device, out, data_dir as text)."""
+    mode = parse_lr_mode(o.lr, o.lr_max, o.probe_steps, o.lr_grid)
+    targets = parse_targets(o.target, o.task)
+    opt_args, sched_args = dict(o.opt_arg or []), dict(o.sched_arg or [])
+    if "lr" in opt_args:
+        raise UsageError("--opt-arg lr=...: give the learning rate with --lr")
+    device = resolve_device(o.device)
+    data_dir = str(Path(o.data_dir).expanduser()) if o.data_dir else str(D.default_data_dir())
+    for name in o.task:
+        n = o.steps or T.TASKS[name].steps
+        if o.warmup and o.warmup >= n:
+            raise UsageError(f"--warmup {o.warmup} must be below the {n} steps of {name}")
+        if o.warmup and mode.probe_steps is not None and o.warmup >= mode.probe_steps:
+            raise UsageError(f"--warmup {o.warmup} must be below --probe-steps {mode.probe_steps}")
+    check_constructors(o.optim, o.sched, opt_args, sched_args, o.warmup, o.task, o.steps)
+    check_not_reference(o.out)
+    configs = []
+    for name in o.task:
+        task = T.TASKS[name]
+        n_steps = o.steps or task.steps
+        for optim in o.optim:
+            for sched in o.sched:
+                for seed in o.seeds:
+                    configs.append(
+                        RunConfig(
+                            task=name,
+                            optim=optim,
+                            sched=sched,
+                            seed=seed,
+                            steps=n_steps,
+                            batch_size=None
+                            if task.is_surface
+                            else (o.batch_size or task.batch_size),
+                            lr=mode.shared if mode.shared is not None else task.default_lr(optim),
+                            opt_args=opt_args,
+                            sched_args=sched_args,
+                            warmup=o.warmup,
+                            eval_every=o.eval_every or min(task.eval_every, n_steps),
+                            device=device,
+                            threads=o.threads,
+                            data_dir=data_dir,
+                        )
+                    )
+    return Plan(
+        configs=configs,
+        lr_mode=mode,
+        targets=targets,
+        out=o.out,
+        jobs=o.jobs,
+        force=o.force,
+        quiet=o.quiet,
+        download=o.download,
+    )
+
+
+def check_constructors(optims, scheds, opt_args, sched_args, warmup, task_names, steps) -> None:
+    """Build each optimizer and schedule once on a dummy parameter, so a key the constructor does
+    not accept (or a bad value) stops the command before the sweep starts."""
+    import optimizers
+    import schedulers
+
+    for name in optims:
+        try:
+            optimizers.create(name, [torch.zeros(1, requires_grad=True)], lr=1e-3, **opt_args)
+        except (ValueError, TypeError) as e:
+            raise UsageError(first_line(e)) from None
+    lengths = sorted({steps or T.TASKS[t].steps for t in task_names})
+    for name in scheds:
+        for n in lengths:
+            dummy = optimizers.create("sgd", [torch.zeros(1, requires_grad=True)], lr=0.1)
+            try:
+                schedulers.create(name, dummy, n, warmup_steps=warmup, **sched_args)
+            except (ValueError, TypeError) as e:
+                raise UsageError(first_line(e)) from None
