@@ -213,10 +213,16 @@ def test_world_writable_subpackage_is_refused(tmp_path, clean_imports):
 def test_module_that_does_not_import(userpkg):
     (userpkg / "userpkg" / "bad.py").write_text("raise RuntimeError('first line\\nsecond line')\n")
     (userpkg / "userpkg" / "needs.py").write_text("import not_installed_dep_xyz\n")
+    (userpkg / "userpkg" / "valerr.py").write_text("raise ValueError('bad\\nconfig')\n")
     msg = one_line_error(resolve_optimizer, "userpkg.bad:Opt", match="'userpkg.bad' does not")
     assert "RuntimeError: first line | second line" in msg
     msg = one_line_error(resolve_optimizer, "userpkg.needs.Opt", match="'userpkg.needs' does not")
     assert "No module named 'not_installed_dep_xyz'" in msg
+    (userpkg / "valerr_top.py").write_text("raise ValueError('bad\\nconfig')\n")
+    one_line_error(resolve_optimizer, "valerr_top.Opt", match="'valerr_top' does not import")
+    for spec in ("userpkg.valerr:Opt", "userpkg.valerr.Opt", "userpkg:valerr.Opt"):
+        msg = one_line_error(resolve_optimizer, spec, match="'userpkg.valerr' does not import")
+        assert msg.endswith("ValueError: bad | config")
     (userpkg / "userpkg" / "syntax.py").write_text("def f(:\n")
     one_line_error(resolve_optimizer, "userpkg.syntax:Opt", match="SyntaxError")
     one_line_error(resolve_optimizer, "nopkg_xyz.mod.Opt", match="no module named 'nopkg_xyz'")
