@@ -550,8 +550,7 @@ def resolve_task(spec: str | Any) -> TaskSpec:
     if "." not in spec and ":" not in spec:
         raise _unknown("tasks", spec)
     obj = import_object(spec)
-    module = getattr(obj, "__module__", None) or spec.partition(":")[0]
-    dist, version = distribution_of(module)
+    dist, version = distribution_of(spec.partition(":")[0])  # a task is often an instance
     return TaskSpec(spec, _as_task(obj, spec), "import", version, dist)
 
 

@@ -431,6 +431,8 @@ def test_entry_point_task(plugin):
     assert t.task is tasks.TASKS["beale"]  # a factory of no arguments, called
     assert (t.origin, t.version) == ("entry-point:optbench-demo-plugin", "1.2.3")
     assert resolve_task("rosen").task is tasks.TASKS["rosenbrock"]
+    t = resolve_task("demo_plugin.tasks:rosen")  # by import path: the package's distribution
+    assert (t.origin, t.distribution, t.version) == ("import", "optbench-demo-plugin", "1.2.3")
 
 
 @pytest.mark.slow
@@ -475,7 +477,8 @@ def test_builtin_task():
 
 
 def test_task_by_import_path(userpkg):
-    assert resolve_task("userpkg.tasks:rosen").task is tasks.TASKS["rosenbrock"]
+    t = resolve_task("userpkg.tasks:rosen")  # a Task instance: its class is optbench's
+    assert t.task is tasks.TASKS["rosenbrock"] and (t.distribution, t.version) == (None, None)
     t = resolve_task("userpkg.tasks.tiny")
     assert t.task is tasks.TASKS["beale"] and (t.origin, t.version) == ("import", None)
     assert resolve_task(tasks.TASKS["saddle"]).spec == "saddle"
