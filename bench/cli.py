@@ -8,10 +8,13 @@ raised as ``UsageError`` (exit 2 in ``bench.run.main``).
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from bench import data as D
+from bench import specs
+from bench import sweepfile as F
 from bench import tasks as T
 from bench import tuning as U
 from bench.plan import (
@@ -20,9 +23,9 @@ from bench.plan import (
     Plan,
     UsageError,
     make_plan,
-    parse_kv,
     parse_names,
     parse_seeds,
+    parse_specs,
     positive_float,
     positive_int,
 )
@@ -58,7 +61,17 @@ def _int(flag: str, allow_zero: bool = False) -> Callable[[str], int]:
 def _optim_names(text: str) -> list[str]:
     import optimizers
 
-    return parse_names("optimizer", text, optimizers.available())
+    return parse_specs("optimizer", text, optimizers.available())
+
+
+def _key_value(flag: str) -> Callable[[str], tuple[str, Any]]:
+    """KEY=VALUE or SPEC:KEY=VALUE, the value a Python literal -> (key, value)."""
+
+    def convert(text: str) -> tuple[str, Any]:
+        ((key, value),) = specs.parse_opt_args([text], flag).items()
+        return key, value
+
+    return _checked(flag.lstrip("-").replace("-", "_"), convert)
 
 
 def _sched_names(text: str) -> list[str]:
@@ -75,10 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a = p.add_argument
     a(
+        "--config",
+        metavar="FILE",
+        help="a sweep file (TOML) whose keys are these options' long names; flags given here "
+        "override it",
+    )
+    a(
         "--optim",
         default="adam",
         type=_checked("optim", _optim_names),
-        help="optimizer names, comma-separated, or 'all' (default: adam)",
+        help="optimizers, comma-separated: built-in names ('all': every one), names installed "
+        "under the entry-point group optbench.optimizers, or import paths of torch.optim."
+        "Optimizer subclasses (torch.optim.AdamW, mypkg.lion:Lion) (default: adam)",
     )
     a(
         "--sched",
@@ -89,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--task",
         default="mnist1d_mlp",
-        type=_checked("task", lambda t: parse_names("task", t, T.available())),
-        help="task names, comma-separated, or 'all' (default: mnist1d_mlp)",
+        type=_checked("task", lambda t: parse_specs("task", t, T.available())),
+        help="tasks, comma-separated: built-in names ('all': every one), entry-point names "
+        "(optbench.tasks) or import paths of a task or a function returning one "
+        "(mypkg.tasks:tiny_cnn) (default: mnist1d_mlp)",
     )
     a(
         "--seeds",
@@ -104,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         help="one initial lr shared by every optimizer; 'search': per cell, halve from --lr-max "
         "until a probe neither diverges nor ends above its initial loss; 'grid': per cell, the "
-        "best of --lr-grid on the first seed (default: the task's lr per optimizer)",
+        "best of --lr-grid on the first seed (default: the task's lr per optimizer, else the "
+        "optimizer's own default lr)",
     )
     a(
         "--lr-max",
@@ -130,16 +154,19 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--opt-arg",
         action="append",
-        metavar="KEY=VALUE",
-        type=_checked("opt_arg", lambda t: parse_kv("--opt-arg", t)),
-        help="optimizer constructor argument, a Python literal (repeatable), e.g. betas=(0.9,0.99)",
+        metavar="[OPTIM:]KEY=VALUE",
+        type=_key_value("--opt-arg"),
+        help="optimizer constructor argument, a Python literal (repeatable), e.g. "
+        "betas=(0.9,0.99): to every optimizer that accepts it, or with a prefix to one, e.g. "
+        "torch.optim.AdamW:weight_decay=0.1",
     )
     a(
         "--sched-arg",
         action="append",
-        metavar="KEY=VALUE",
-        type=_checked("sched_arg", lambda t: parse_kv("--sched-arg", t)),
-        help="schedule constructor argument, a Python literal (repeatable), e.g. decay_rate=0.5",
+        metavar="[SCHED:]KEY=VALUE",
+        type=_key_value("--sched-arg"),
+        help="schedule constructor argument, a Python literal (repeatable), e.g. decay_rate=0.5: "
+        "to every schedule that accepts it, or with a prefix to one, e.g. staircase:decay_rate=0.5",
     )
     a(
         "--warmup",
@@ -173,12 +200,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse(argv: Sequence[str] | None = None) -> Plan | None:
-    """The plan of a command line; None for --list (which prints the registries)."""
+def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options of a command line, a ``--config`` file's settings under the flags given."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
     try:
-        options = build_parser().parse_args(argv)
+        config, rest = _config_parser().parse_known_args(argv)
+        if config.config is not None:
+            file_argv = F.to_argv(F.read(config.config), source=config.config)
+            try:  # the file's own values first, so that an error names the file
+                parser.parse_args(file_argv)
+            except (_FlagError, UsageError) as e:
+                raise UsageError(f"{config.config}: {e}") from None
+            argv = [*file_argv, *rest]
+        return parser.parse_args(argv)
     except _FlagError as e:
         raise UsageError(str(e)) from None
+
+
+def _config_parser() -> argparse.ArgumentParser:
+    p = _Parser(add_help=False)
+    p.add_argument("--config")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> Plan | None:
+    """The plan of a command line; None for --list (which prints the registries)."""
+    options = parse_options(argv)
     if options.list:
         print_list()
         return None
@@ -195,6 +243,7 @@ def print_list() -> None:
     print("optimizers (constructor defaults; --opt-arg overrides):")
     for name in optimizers.available():
         print(f"  {name:<10} {fmt(optimizers.defaults(name))}")
+    _print_plugins("optimizers", "--optim torch.optim.AdamW,mypkg.lion:Lion")
     print("schedules (constructor arguments for a 1000-step run with lr 1; --sched-arg overrides):")
     for name in schedulers.available():
         print(f"  {name:<18} {fmt(schedulers.defaults(name, 1000, 1.0))}")
@@ -210,3 +259,17 @@ def print_list() -> None:
         print(f"  {'':<15} lr: {', '.join(f'{k}={v:g}' for k, v in sorted(t.lr.items()))}")
         sense = ">=" if T.TARGET_METRICS[t.target_metric] == "max" else "<="
         print(f"  {'':<15} target: {t.target_metric} {sense} {t.target:g}")
+    _print_plugins("tasks", "--task mypkg.tasks:tiny_cnn")
+
+
+def _print_plugins(kind: specs.Kind, example: str) -> None:
+    """The installed entry points of a kind, each with the distribution it comes from."""
+    group = specs.OPTIMIZER_GROUP if kind == "optimizers" else specs.TASK_GROUP
+    found = specs.plugins(kind)
+    print(f"{kind} from installed packages (entry-point group {group}):")
+    for p in found:
+        note = " (shadowed by the built-in of that name)" if p.shadowed else ""
+        print(f"  {p.name:<15} {p.value}  from {p.distribution} {p.version}{note}")
+    if not found:
+        print("  (none installed)")
+    print(f"  and any import path, e.g. {example}")
