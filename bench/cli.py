@@ -64,11 +64,11 @@ def _optim_names(text: str) -> list[str]:
     return parse_specs("optimizer", text, optimizers.available())
 
 
-def _key_value(flag: str) -> Callable[[str], tuple[str, Any]]:
-    """KEY=VALUE or SPEC:KEY=VALUE, the value a Python literal -> (key, value)."""
+def _key_value(flag: str, prefix: str) -> Callable[[str], tuple[str, Any]]:
+    """KEY=VALUE or PREFIX:KEY=VALUE, the value a Python literal -> (key, value)."""
 
     def convert(text: str) -> tuple[str, Any]:
-        ((key, value),) = specs.parse_opt_args([text], flag).items()
+        ((key, value),) = specs.parse_opt_args([text], flag, prefix).items()
         return key, value
 
     return _checked(flag.lstrip("-").replace("-", "_"), convert)
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--opt-arg",
         action="append",
         metavar="[OPTIM:]KEY=VALUE",
-        type=_key_value("--opt-arg"),
+        type=_key_value("--opt-arg", "OPTIMIZER"),
         help="optimizer constructor argument, a Python literal (repeatable), e.g. "
         "betas=(0.9,0.99): to every optimizer that accepts it, or with a prefix to one, e.g. "
         "torch.optim.AdamW:weight_decay=0.1",
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sched-arg",
         action="append",
         metavar="[SCHED:]KEY=VALUE",
-        type=_key_value("--sched-arg"),
+        type=_key_value("--sched-arg", "SCHEDULE"),
         help="schedule constructor argument, a Python literal (repeatable), e.g. decay_rate=0.5: "
         "to every schedule that accepts it, or with a prefix to one, e.g. staircase:decay_rate=0.5",
     )
