@@ -2,7 +2,7 @@
 
     bench.cli        flags -> Plan (bench.plan: every run resolved and checked before any work)
     bench.tune       --lr search / grid: each cell's lr, on the executor
-    bench.executors  where runs happen (serial, local worker processes)
+    bench.executors  where runs happen (serial, local worker processes, Ray tasks)
     bench.sweep      the driver's loop: each record to the Store, the only writer
 
 Exit codes: 0 every run ok or diverged; 1 a run failed; 2 bad usage (one line on stderr);
@@ -21,7 +21,7 @@ from bench import cli
 from bench import data as D
 from bench import store as S
 from bench import tasks as T
-from bench.executors import WorkerDied, make_executor
+from bench.executors import make_executor
 from bench.plan import REFERENCE_DIR, Plan, UsageError, first_line
 from bench.sweep import PROG, execute
 from bench.tune import Cell, tune
@@ -64,7 +64,11 @@ def run(plan: Plan) -> int:
         choice = {c.run_id: {"source": mode.source, "lr": c.lr} for c in configs}
         reuse: dict[str, dict[str, Any]] = {}
         try:
-            with make_executor(plan.jobs) as executor:
+            options = {}
+            if plan.executor == "ray":
+                options = {"address": plan.address, "cpus_per_run": plan.cpus_per_run,
+                           "gpus_per_run": plan.gpus_per_run}  # fmt: skip
+            with make_executor(plan.executor, plan.jobs, **options) as executor:
                 if mode.tuned:
                     tuned = tune(store, configs, mode, executor, plan.quiet, plan.force)
                     configs, choice, reuse = tuned.configs, tuned.lr_choice, tuned.reuse
@@ -85,13 +89,6 @@ def run(plan: Plan) -> int:
                 counts = execute(store, pending, skipped, executor, plan.quiet, extra=extra)
         except KeyboardInterrupt:
             interrupted = True
-        except WorkerDied:
-            print(
-                f"{PROG}: a worker process died (out of memory?); finished runs are kept in "
-                f"{plan.out}; rerun the command to resume",
-                file=sys.stderr,
-            )
-            return 1
     finally:
         store.write_tables(force=True)
         store.close()
