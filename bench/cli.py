@@ -17,12 +17,14 @@ from bench import specs
 from bench import sweepfile as F
 from bench import tasks as T
 from bench import tuning as U
+from bench.executors import EXECUTORS
 from bench.plan import (
     DEFAULT_GRID,
     DEFAULT_OUT,
     Plan,
     UsageError,
     make_plan,
+    parse_gpus,
     parse_names,
     parse_seeds,
     parse_specs,
@@ -193,7 +195,35 @@ def build_parser() -> argparse.ArgumentParser:
     a("--out", default=DEFAULT_OUT, help=f"result store folder (default: {DEFAULT_OUT})")
     a("--data-dir", help=f"data sets folder (default: ${D.DATA_ENV} or ~/.cache/optbench/data)")
     a("--download", action="store_true", help="download missing torchvision data sets (internet)")
-    a("--jobs", default="1", type=_int("--jobs"), help="parallel worker processes (default: 1)")
+    a(
+        "--jobs",
+        type=_int("--jobs"),
+        help="runs at once: local worker processes, or the cap on Ray runs in flight (default: 1; "
+        "with --executor ray, as many as the cluster's resources hold)",
+    )
+    a(
+        "--executor",
+        default="local",
+        type=_checked("executor", lambda t: parse_names("executor", t, EXECUTORS)[0]),
+        help="local: this machine (--jobs worker processes); ray: Ray tasks on a local Ray "
+        "instance, or on the cluster at --address (needs pip install -e '.[ray]')",
+    )
+    a(
+        "--address",
+        help="--executor ray: the cluster, auto (the one this node is part of), host:port or "
+        "ray://host:port (default: $RAY_ADDRESS, else a Ray instance started for the command)",
+    )
+    a(
+        "--cpus-per-run",
+        type=_checked("cpus_per_run", lambda t: positive_float("--cpus-per-run", t)),
+        help="--executor ray: CPUs each run asks Ray for (default: --threads)",
+    )
+    a(
+        "--gpus-per-run",
+        type=_checked("gpus_per_run", parse_gpus),
+        help="--executor ray: GPUs each run asks Ray for; a fraction such as 0.25 packs four runs "
+        "on one GPU (default: 1 with --device cuda, else 0)",
+    )
     a("--force", action="store_true", help="rerun runs that already finished")
     a("--quiet", action="store_true", help="no progress bars and no per-run lines")
     a("--list", action="store_true", help="print optimizers, schedules and tasks with defaults")

@@ -97,6 +97,19 @@ def positive_float(flag: str, text: str) -> float:
     return value
 
 
+def parse_gpus(text: str) -> float:
+    """--gpus-per-run: 0, a fraction of one GPU, or a whole number of GPUs (Ray's rule)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0 and (value <= 1 or value.is_integer())):
+        raise UsageError(
+            f"--gpus-per-run must be 0, a fraction up to 1 or a whole number, got '{text}'"
+        )
+    return value
+
+
 def parse_seeds(text: str) -> list[int]:
     """'N' -> seeds 0..N-1; '0,5,7' (any comma) -> exactly those."""
     if "," not in text:
@@ -236,7 +249,11 @@ class Plan:
     lr_mode: LrMode
     targets: dict[str, dict[str, Any] | None]
     out: str
-    jobs: int = 1
+    jobs: int | None = 1  # None: as many as the executor holds (Ray)
+    executor: str = "local"
+    address: str | None = None  # Ray: the cluster; None: a local instance
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
     force: bool = False
     quiet: bool = False
     download: bool = False
@@ -293,6 +310,7 @@ def make_plan(o: Any) -> Plan:
             raise UsageError(f"--opt-arg {key}=...: give the learning rate with --lr")
     per_optim = usage(split_opt_args, opt_args, optims)
     device = resolve_device(o.device)
+    executor = make_executor_options(o, device)
     data_dir = str(Path(o.data_dir).expanduser()) if o.data_dir else str(D.default_data_dir())
     steps = {}
     for name, (task, _) in tasks.items():
@@ -352,12 +370,49 @@ def make_plan(o: Any) -> Plan:
         lr_mode=mode,
         targets=targets,
         out=o.out,
-        jobs=o.jobs,
         force=o.force,
         quiet=o.quiet,
         download=o.download,
         lr_sources=sources,
+        **executor,
     )
+
+
+def make_executor_options(o: Any, device: str) -> dict[str, Any]:
+    """jobs, executor, address, cpus_per_run and gpus_per_run of the Plan, checked."""
+    ray_flags = {"--address": o.address, "--cpus-per-run": o.cpus_per_run,
+                 "--gpus-per-run": o.gpus_per_run}  # fmt: skip
+    if o.executor != "ray":
+        for flag, value in ray_flags.items():
+            if value is not None:
+                raise UsageError(f"{flag} is only used with --executor ray")
+        return {"jobs": o.jobs or 1, "executor": o.executor}
+    from bench import ray_executor
+
+    ray_executor.require_ray()
+    if device.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device}: with --executor ray give --device cuda (Ray assigns each run "
+            "its GPU)"
+        )
+    gpus = o.gpus_per_run
+    if gpus is None:
+        gpus = 1.0 if device == "cuda" else 0.0
+    if gpus > 0 and device != "cuda":
+        raise UsageError(
+            f"--gpus-per-run {gpus:g} needs --device cuda, and CUDA is not available here"
+            if not torch.cuda.is_available()
+            else f"--gpus-per-run {gpus:g} needs --device cuda (the runs are on {device})"
+        )
+    if gpus == 0 and device == "cuda":
+        raise UsageError("--gpus-per-run 0 with --device cuda: the runs would see no GPU")
+    return {
+        "jobs": o.jobs,
+        "executor": "ray",
+        "address": ray_executor.resolve_address(o.address),
+        "cpus_per_run": o.cpus_per_run or float(o.threads),
+        "gpus_per_run": gpus,
+    }
 
 
 def check_optimizers(

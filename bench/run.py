@@ -2,7 +2,7 @@
 
     bench.cli        flags -> Plan (bench.plan: every run resolved and checked before any work)
     bench.tune       --lr search / grid: each cell's lr, on the executor
-    bench.executors  where runs happen (serial, local worker processes)
+    bench.executors  where runs happen (serial, local worker processes, Ray tasks)
     bench.driver     the driver's loop: each record to the Store, the only writer
 
 Exit codes: 0 every run ok or diverged; 1 a run failed; 2 bad usage (one line on stderr);
@@ -26,7 +26,7 @@ from bench import store as S
 from bench import tasks as T
 from bench.driver import PROG
 from bench.driver import execute as execute_runs
-from bench.executors import WorkerDied, make_executor
+from bench.executors import make_executor
 from bench.plan import REFERENCE_DIR, Plan, UsageError, first_line
 from bench.tune import Cell, tune
 
@@ -69,7 +69,7 @@ def execute(plan: Plan) -> Outcome:
         store.open()
     except S.StoreError as e:
         raise UsageError(str(e)) from None
-    interrupted = died = False
+    interrupted = False
     missing: list[Cell] = []
     tuning_failed = 0
     counts = {"ok": 0, "diverged": 0, "failed": 0}
@@ -86,7 +86,11 @@ def execute(plan: Plan) -> Outcome:
         }
         reuse: dict[str, dict[str, Any]] = {}
         try:
-            with make_executor(plan.jobs) as executor:
+            options = {}
+            if plan.executor == "ray":
+                options = {"address": plan.address, "cpus_per_run": plan.cpus_per_run,
+                           "gpus_per_run": plan.gpus_per_run}  # fmt: skip
+            with make_executor(plan.executor, plan.jobs, **options) as executor:
                 if mode.tuned:
                     tuned = tune(store, configs, mode, executor, plan.quiet, plan.force)
                     configs, choice, reuse = tuned.configs, tuned.lr_choice, tuned.reuse
@@ -106,21 +110,12 @@ def execute(plan: Plan) -> Outcome:
                 counts = execute_runs(store, pending, skipped, executor, plan.quiet, extra=extra)
         except KeyboardInterrupt:
             interrupted = True
-        except WorkerDied:
-            died = True
         ids = {c.run_id for c in configs}
         summary = store.summary_frame()
         summary = summary[summary["run_id"].isin(ids)].reset_index(drop=True)
     finally:
         store.write_tables(force=True)
         store.close()
-    if died:
-        print(
-            f"{PROG}: a worker process died (out of memory?); finished runs are kept in "
-            f"{plan.out}; rerun the command to resume",
-            file=sys.stderr,
-        )
-        return Outcome(1, summary)
     if interrupted:
         print(f"{PROG}: interrupted; finished runs are kept in {plan.out}", file=sys.stderr)
         return Outcome(130, summary)
