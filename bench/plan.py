@@ -278,11 +278,12 @@ def initial_lr(
     task: T.Task, spec: OptimizerSpec, mode: LrMode, task_name: str
 ) -> tuple[float, str]:
     """A run's initial lr and where it comes from: --lr X (shared); the task's lr for this
-    optimizer (default); else the optimizer's own default lr (class_default). Tuned runs get a
-    placeholder (their lr comes from the search or grid)."""
+    optimizer, else a built-in optimizer's documented default (default); else an outside
+    optimizer's constructor default (class_default). Tuned runs get a placeholder (their lr
+    comes from the search or grid)."""
     if mode.shared is not None:
         return mode.shared, "shared"
-    lr, source = task.lr_for(spec.spec), "default"
+    lr, source = task.default_lr(spec.spec), "default"
     if lr is None:
         lr, source = spec.default_lr(), "class_default"
     if mode.tuned:

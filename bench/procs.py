@@ -39,6 +39,8 @@ if sys.platform.startswith("linux"):
 if os.getppid() != int(sys.argv[1]):
     os._exit(0)  # the parent died before the death signal was set
 sys.path.insert(0, sys.argv[2])
+sys.path[1:1] = [p for p in os.environ.pop("OPTBENCH_SYS_PATH", "").split(os.pathsep)
+                 if p and p not in sys.path]  # the driver's: user specs import here as there
 """
 
 
@@ -52,6 +54,7 @@ def spawn_python(code: str, *args: str) -> tuple[subprocess.Popen, socket.socket
             [sys.executable, "-c", _PRELUDE + code, str(os.getpid()), PACKAGE_ROOT,
              str(theirs.fileno()), *args],
             pass_fds=(theirs.fileno(),),
+            env={**os.environ, "OPTBENCH_SYS_PATH": os.pathsep.join(sys.path)},
         )  # fmt: skip
     except BaseException:
         ours.close()

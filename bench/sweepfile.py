@@ -81,9 +81,12 @@ def options() -> dict[str, tuple[str, bool]]:
     return out
 
 
-def to_argv(settings: Mapping[str, Any], source: str = "sweep file") -> list[str]:
+def to_argv(
+    settings: Mapping[str, Any], source: str = "sweep file", what: str = "key"
+) -> list[str]:
     """``bench.run`` arguments for the settings (keys: long option names); ValueError naming
-    ``source`` and the key for an unknown key or a value of the wrong type."""
+    ``source`` and the key (``what`` it is called there) for an unknown key or a value of the
+    wrong type."""
     known = options()
     argv: list[str] = []
     for raw_key, value in settings.items():
@@ -92,8 +95,8 @@ def to_argv(settings: Mapping[str, Any], source: str = "sweep file") -> list[str
             close = difflib.get_close_matches(key, list(known), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(
-                f"{source}: unknown key '{raw_key}'{hint} (keys are bench.run's long option "
-                "names, see --help)"
+                f"{source}: unknown {what} '{raw_key}'{hint} ({what}s are bench.run's long "
+                "option names, see python -m bench.run --help)"
             )
         flag, is_switch = known[key]
         where = f"{source}: {key}"
