@@ -237,7 +237,10 @@ def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     try:
         config, rest = _config_parser().parse_known_args(argv)
         if config.config is not None:
-            file_argv = F.to_argv(F.read(config.config), source=config.config)
+            try:
+                file_argv = F.to_argv(F.read(config.config), source=config.config)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
             try:  # the file's own values first, so that an error names the file
                 parser.parse_args(file_argv)
             except (_FlagError, UsageError) as e:
