@@ -352,7 +352,7 @@ def test_entry_points_in_list_and_in_a_sweep(tmp_path):
 
     out = tmp_path / "store"
     args = ["--optim", "adam,demosign", "--task", "demobowl,beale", "--steps", "5", "--quiet"]
-    p = run_cli([*args, "--jobs", "2", "--out", str(out)], cwd=tmp_path, **env)
+    p = run_cli([*args, "--out", str(out)], cwd=tmp_path, **env)
     assert p.returncode == 0, p.stderr
     first = records(out)
     summary = pd.read_csv(out / "summary.csv")
