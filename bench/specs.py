@@ -7,13 +7,13 @@ A spec is, in this order of precedence:
 * a short name registered by an installed distribution under the entry-point group
   ``optbench.optimizers`` / ``optbench.tasks`` (``lion = "mypkg.lion:Lion"`` in its pyproject);
 * an import path, ``module:attr`` (``mypkg.lion:Lion``, ``mypkg.tasks:Suite.tiny``) or dotted
-  (``torch.optim.AdamW``: the longest prefix that imports is the module), resolved from
-  ``sys.path`` and then the current directory.
+  (``torch.optim.AdamW``: the top-level package is imported, the rest are its attributes or
+  submodules), resolved from ``sys.path`` and then the current directory.
 
 No code is imported from a directory another user can write: the current directory is added to
-``sys.path`` only when it is not writable by others, and a module whose top-level package lives
-in such a directory (``/tmp``, say, or a ``sys.path`` entry that is) is refused with a
-``ValueError``. Every failure is a ``ValueError`` with a one-line message.
+``sys.path`` only when no other user can write to it, and a module or package that lives in such
+a directory (``/tmp``, say, or a ``sys.path`` entry that is) is refused before any of its code
+runs. Every failure is a ``ValueError`` with a one-line message.
 
     >>> s = resolve_optimizer("torch.optim.AdamW")
     >>> s.origin, s.distribution, s.default_lr()
@@ -75,6 +75,10 @@ def _add_cwd_to_path() -> None:
         sys.path.append(cwd)
 
 
+class UnsafeLocation(ValueError):
+    """A module that would be imported from a directory other users can write."""
+
+
 def _check_location(name: str) -> None:
     """Refuse a module or package that would load from a directory other users can write
     (checked before any of its code runs; the parent package is imported already)."""
@@ -94,7 +98,7 @@ def _check_location(name: str) -> None:
         dirs = []  # built-in or frozen module
     for d in dirs:
         if writable_by_others(d):
-            raise ValueError(
+            raise UnsafeLocation(
                 f"refusing to import '{name}' from {d}: other users can write to that directory"
             )
 
@@ -124,7 +128,7 @@ def _getattr_path(obj: Any, module: str, attrs: Sequence[str]) -> Any:
             except ModuleNotFoundError as e:
                 if e.name != f"{where}.{name}":
                     raise _module_error(f"{where}.{name}", e) from None
-            except ValueError:
+            except UnsafeLocation:
                 raise
             except Exception as e:
                 raise _module_error(f"{where}.{name}", e) from None
@@ -151,7 +155,7 @@ def import_object(path: str) -> Any:
             raise ValueError(f"'{path}' is not an import path; write module:attribute")
         try:
             obj = _import(module)
-        except ValueError:
+        except UnsafeLocation:
             raise
         except Exception as e:
             raise _module_error(module, e) from None
@@ -165,7 +169,7 @@ def import_object(path: str) -> Any:
         if e.name == parts[0]:
             raise ValueError(f"cannot import '{path}': no module named '{parts[0]}'") from None
         raise _module_error(parts[0], e) from None
-    except ValueError:
+    except UnsafeLocation:
         raise
     except Exception as e:
         raise _module_error(parts[0], e) from None
@@ -548,8 +552,7 @@ def resolve_task(spec: str | Any) -> TaskSpec:
     if "." not in spec and ":" not in spec:
         raise _unknown("tasks", spec)
     obj = import_object(spec)
-    module = getattr(obj, "__module__", None) or spec.partition(":")[0]
-    dist, version = distribution_of(module)
+    dist, version = distribution_of(spec.partition(":")[0])  # a task is often an instance
     return TaskSpec(spec, _as_task(obj, spec), "import", version, dist)
 
 

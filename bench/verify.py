@@ -302,14 +302,9 @@ def _compare(
                 state.add(step, where, *difference(a[key], b[key]), rtol)
 
 
-def _round_trip(
-    run: _Run,
-    spec: OptimizerSpec,
-    kwargs: Mapping[str, Any],
-    group_args: Sequence[Mapping[str, Any]],
-    dtype: torch.dtype,
-) -> _Run:
-    """A new run from ``run``'s params and state_dict, through torch.save / torch.load."""
+def _round_trip(run: _Run, build: Callable[[bool], _Run]) -> _Run:
+    """A new run (from ``build``) given ``run``'s params and state_dict through torch.save and
+    torch.load."""
     buffer = io.BytesIO()
     torch.save(
         {"params": {n: p.detach() for n, p in run.params.items()}, "opt": run.opt.state_dict()},
@@ -317,7 +312,7 @@ def _round_trip(
     )
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=False)  # our own bytes, just written
-    resumed = _Run(spec, kwargs, group_args, dtype)
+    resumed = build(False)
     with torch.no_grad():
         for name, p in resumed.params.items():
             p.copy_(saved["params"][name])
@@ -434,50 +429,62 @@ def verify(
             for w, kw in zip(("ours", "ref"), kwargs, strict=True)
         ),
     ]
-    mid = steps // 2
+    constant = _constant_lr(build, names, rows, rtol, steps, notes, skip)
+    if "schedule" not in skip and all("lr" in p.defaults for p in probes):
+        _schedule(build, names, constant, rows["schedule"], rtol, steps, notes)
+    elif "schedule" not in skip:
+        rows["schedule"].status = "n/a"
+        notes.append("no schedule: the optimizers do not both have an lr")
+    return VerifyReport(
+        ours_spec.spec, ref_spec.spec, str(dtype).removeprefix("torch."), steps, rtol,
+        [rows[n] for n in CHECKS], notes,
+    )  # fmt: skip
 
-    # constant lr: params and shared state after every step; the resume branch off SPEC
+
+def _constant_lr(
+    build: Mapping[str, Callable[[bool], _Run]],
+    names: Mapping[str, str],
+    rows: Mapping[str, CheckResult],
+    rtol: float,
+    steps: int,
+    notes: list[str],
+    skip: set[str],
+) -> dict[str, _Run]:
+    """The constant-lr runs, compared after every step (params, shared state), and the resume
+    branch: a round trip of SPEC after step N // 2, then stepped beside the original."""
     keys = _KeyLog()
     ours, ref = build["ours"](False), build["ref"](False)
     state_row = None if "state" in skip else rows["state"]
     resume_row = None if "resume" in skip else rows["resume"]
-    resumed: _Run | None = None
-    completed = True
+    mid, resumed, completed = steps // 2, None, True
     for k in range(1, steps + 1):
         if not _step_both(k, ours, ref, names, [rows["params"], state_row, resume_row]):
             completed = False
             break
         _compare(k, ours, ref, rows["params"], state_row, rtol, keys)
-        if resume_row is not None and resume_row.status != "FAIL":
-            try:
-                if k == mid:
-                    resumed = _round_trip(ours, ours_spec, kwargs[0], ours_groups, dtype)
-                elif resumed is not None:
-                    resumed.step(k)
-            except Exception as e:
-                resume_row.raised(k, f"{names['ours']} (resumed)", e)
-                continue
-            if resumed is not None:
-                _compare(k, resumed, ours, resume_row, resume_row, 0.0, _KeyLog(), all_keys=True)
-    constant = {"ours": ours, "ref": ref}
+        if resume_row is None or resume_row.status == "FAIL":
+            continue
+        try:
+            if k == mid:
+                resumed = _round_trip(ours, build["ours"])
+            elif resumed is not None:
+                resumed.step(k)
+        except Exception as e:
+            resume_row.raised(k, f"{names['ours']} (resumed)", e)
+            continue
+        if resumed is not None:
+            _compare(k, resumed, ours, resume_row, resume_row, 0.0, _KeyLog(), all_keys=True)
     _notes_on_state(rows["state"], keys, names, notes)
-    if resume_row is not None and resumed is not None:
+    if resumed is not None:
         notes.append(
             f"resume: {names['ours']} saved after step {mid}, reloaded, stepped to {steps}"
         )
-    start = initial_params(dtype)
+    start = initial_params(next(iter(ref.params.values())).dtype)
     if completed and all(difference(ref.params[n], start[n])[0] == 0 for n in SHAPES):
         notes.append(f"the parameters of {names['ref']} did not move: nothing was compared")
         if rows["params"].status == "pass":
             rows["params"].status = "n/a"
-
-    if "schedule" not in skip:
-        _schedule(build, names, constant, rows["schedule"], rtol, steps, notes)
-    report = VerifyReport(
-        ours_spec.spec, ref_spec.spec, str(dtype).removeprefix("torch."), steps, rtol,
-        [rows[n] for n in CHECKS], notes,
-    )  # fmt: skip
-    return report
+    return {"ours": ours, "ref": ref}
 
 
 def _step_both(k: int, ours: _Run, ref: _Run, names: Mapping[str, str], rows: list) -> bool:

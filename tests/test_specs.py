@@ -213,10 +213,16 @@ def test_world_writable_subpackage_is_refused(tmp_path, clean_imports):
 def test_module_that_does_not_import(userpkg):
     (userpkg / "userpkg" / "bad.py").write_text("raise RuntimeError('first line\\nsecond line')\n")
     (userpkg / "userpkg" / "needs.py").write_text("import not_installed_dep_xyz\n")
+    (userpkg / "userpkg" / "valerr.py").write_text("raise ValueError('bad\\nconfig')\n")
     msg = one_line_error(resolve_optimizer, "userpkg.bad:Opt", match="'userpkg.bad' does not")
     assert "RuntimeError: first line | second line" in msg
     msg = one_line_error(resolve_optimizer, "userpkg.needs.Opt", match="'userpkg.needs' does not")
     assert "No module named 'not_installed_dep_xyz'" in msg
+    (userpkg / "valerr_top.py").write_text("raise ValueError('bad\\nconfig')\n")
+    one_line_error(resolve_optimizer, "valerr_top.Opt", match="'valerr_top' does not import")
+    for spec in ("userpkg.valerr:Opt", "userpkg.valerr.Opt", "userpkg:valerr.Opt"):
+        msg = one_line_error(resolve_optimizer, spec, match="'userpkg.valerr' does not import")
+        assert msg.endswith("ValueError: bad | config")
     (userpkg / "userpkg" / "syntax.py").write_text("def f(:\n")
     one_line_error(resolve_optimizer, "userpkg.syntax:Opt", match="SyntaxError")
     one_line_error(resolve_optimizer, "nopkg_xyz.mod.Opt", match="no module named 'nopkg_xyz'")
@@ -425,6 +431,8 @@ def test_entry_point_task(plugin):
     assert t.task is tasks.TASKS["beale"]  # a factory of no arguments, called
     assert (t.origin, t.version) == ("entry-point:optbench-demo-plugin", "1.2.3")
     assert resolve_task("rosen").task is tasks.TASKS["rosenbrock"]
+    t = resolve_task("demo_plugin.tasks:rosen")  # by import path: the package's distribution
+    assert (t.origin, t.distribution, t.version) == ("import", "optbench-demo-plugin", "1.2.3")
 
 
 @pytest.mark.slow
@@ -469,7 +477,8 @@ def test_builtin_task():
 
 
 def test_task_by_import_path(userpkg):
-    assert resolve_task("userpkg.tasks:rosen").task is tasks.TASKS["rosenbrock"]
+    t = resolve_task("userpkg.tasks:rosen")  # a Task instance: its class is optbench's
+    assert t.task is tasks.TASKS["rosenbrock"] and (t.distribution, t.version) == (None, None)
     t = resolve_task("userpkg.tasks.tiny")
     assert t.task is tasks.TASKS["beale"] and (t.origin, t.version) == ("import", None)
     assert resolve_task(tasks.TASKS["saddle"]).spec == "saddle"

@@ -249,6 +249,26 @@ def test_schedule_that_changes_neither_trajectory_is_not_a_pass():
     assert "the schedule changed neither trajectory" in str(report)
 
 
+class SignDescent(torch.optim.Optimizer):
+    """theta <- theta - 0.001 sign(g): no lr at all."""
+
+    def __init__(self, params, scale=0.001):
+        super().__init__(params, {"scale": scale})
+
+    @torch.no_grad()
+    def step(self):
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is not None:
+                    p.sub_(g["scale"] * p.grad.sign())
+
+
+def test_optimizers_without_an_lr_have_no_schedule_check():
+    report = verify(SignDescent, SignDescent, steps=4)
+    assert report.ok and report.check("schedule").status == "n/a"
+    assert report.check("params").status == "pass"
+
+
 def test_an_exception_in_step_is_a_failed_check():
     report = verify(RaisesAtStep3, "torch.optim.SGD", steps=STEPS)
     params = report.check("params")
