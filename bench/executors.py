@@ -51,6 +51,10 @@ class Executor:
         (Ctrl-C) abandons the runs in flight."""
         raise NotImplementedError
 
+    def start(self) -> None:
+        """Get ready to run (connect, start workers) where that can fail or take a while; map
+        does it too. A no-op where nothing needs to start up front."""
+
     def close(self) -> None:
         """Stop the workers; safe to call more than once."""
 
@@ -172,7 +176,8 @@ class _Worker:
 class LocalExecutor(Executor):
     """``jobs`` worker processes on this machine, started at the first map of two or more runs
     and kept until ``close`` (the rounds of --lr search reuse them); a single run before that
-    runs in this process, with its progress bar."""
+    runs in this process, with its progress bar. (``make_executor`` gives --jobs 1 the serial
+    executor instead.)"""
 
     name = "local"
 
@@ -182,7 +187,7 @@ class LocalExecutor(Executor):
         self.times = RunTimes()
 
     def map(self, configs, progress=None):
-        if not self.workers and (self.jobs == 1 or len(configs) <= 1):
+        if not self.workers and len(configs) <= 1:
             yield from SerialExecutor().map(configs, progress)
             return
         todo = deque(enumerate(configs))

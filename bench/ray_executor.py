@@ -90,6 +90,40 @@ def probe(flag: str, text: str, target: str) -> None:
         ) from None
 
 
+def is_loopback(address: str | None) -> bool:
+    """A local instance (None) or a head on this machine's loopback interface."""
+    if address is None:
+        return True
+    if address.startswith("ray://"):
+        return False  # Ray Client connects to the address as given
+    host = urlsplit("//" + address).hostname or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+@contextlib.contextmanager
+def loopback(ray: Any, on: bool):
+    """While Ray starts or connects, keep it on 127.0.0.1: by default it replaces a loopback
+    address by the machine's outward one (and hangs when the head listens on loopback only).
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is Ray's switch, read by the processes it starts and,
+    once, when ray is imported (hence the constant too)."""
+    if not on:
+        yield
+        return
+    from ray._private import ray_constants
+
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
+
+
 def run_chunk(configs: list[RunConfig]) -> list[dict[str, Any]]:
     """The Ray task: the chunk's runs, one after another, on one worker."""
     return [run_here(c) for c in configs]
@@ -126,18 +160,21 @@ class RayExecutor(Executor):
 
         self.ray = ray
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
-        if self.address is None:
-            folder = tempfile.mkdtemp(prefix="optbench-ray-", dir="/tmp")  # short: socket paths
-            self.reaper = procs.Reaper(folder)
-            ray.init(
-                address="local", num_cpus=self.num_cpus, include_dashboard=False,
-                _temp_dir=folder, _node_ip_address="127.0.0.1", **quiet,
-            )  # fmt: skip
-        else:
-            try:
-                ray.init(address=self.address, **quiet)
-            except Exception as e:  # Ray raises many kinds; one line either way
-                raise UsageError(f"--address {self.address}: {first_line(e)}") from None
+        with loopback(ray, is_loopback(self.address)):
+            if self.address is None:  # its own instance: no notice about its default token auth
+                quiet["logging_level"] = logging.ERROR
+                short = "/tmp" if os.path.isdir("/tmp") else None  # Ray's socket paths are
+                folder = tempfile.mkdtemp(prefix="optbench-ray-", dir=short)  # limited to 107
+                self.reaper = procs.Reaper(folder)
+                ray.init(
+                    address="local", num_cpus=self.num_cpus, include_dashboard=False,
+                    _temp_dir=folder, _node_ip_address="127.0.0.1", **quiet,
+                )  # fmt: skip
+            else:
+                try:
+                    ray.init(address=self.address, **quiet)
+                except Exception as e:  # Ray raises many kinds; one line either way
+                    raise UsageError(f"--address {self.address}: {first_line(e)}") from None
         self.slots = self._slots()
         self.task = ray.remote(run_chunk).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
