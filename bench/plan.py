@@ -8,7 +8,6 @@ against tasks, constructor arguments against every optimizer and schedule). Anyt
 
 from __future__ import annotations
 
-import ast
 import difflib
 import math
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import torch
 from bench import data as D
 from bench import tasks as T
 from bench import tuning as U
+from bench.specs import OptimizerSpec, resolve_optimizer, split_opt_args
 from bench.train import RunConfig
 
 DEFAULT_OUT = "results/runs"
@@ -59,6 +59,23 @@ def parse_names(kind: str, text: str, choices: Sequence[str]) -> list[str]:
     return names
 
 
+def parse_specs(kind: str, text: str, builtins: Sequence[str]) -> list[str]:
+    """'a,b' or 'all' (every built-in) -> specs, in the order given, without repeats; each is
+    resolved later (bench.specs), so a spec may be an entry-point name or an import path."""
+    if text.strip() == "all":
+        return list(builtins)
+    specs: list[str] = []
+    for spec in (n.strip() for n in text.split(",")):
+        if not spec:
+            raise UsageError(
+                f"empty {kind} name in '{text}'; give built-in names ({', '.join(builtins)}), "
+                "entry-point names or import paths, separated by commas"
+            )
+        if spec not in specs:
+            specs.append(spec)
+    return specs
+
+
 def positive_int(flag: str, text: str, allow_zero: bool = False) -> int:
     try:
         value = int(text)
@@ -80,6 +97,19 @@ def positive_float(flag: str, text: str) -> float:
     return value
 
 
+def parse_gpus(text: str) -> float:
+    """--gpus-per-run: 0, a fraction of one GPU, or a whole number of GPUs (Ray's rule)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0 and (value <= 1 or value.is_integer())):
+        raise UsageError(
+            f"--gpus-per-run must be 0, a fraction up to 1 or a whole number, got '{text}'"
+        )
+    return value
+
+
 def parse_seeds(text: str) -> list[int]:
     """'N' -> seeds 0..N-1; '0,5,7' (any comma) -> exactly those."""
     if "," not in text:
@@ -90,21 +120,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds:
         raise UsageError(f"--seeds must be N or a comma list of seeds, got '{text}'")
     return list(dict.fromkeys(seeds))
-
-
-def parse_kv(flag: str, item: str) -> tuple[str, Any]:
-    """'key=value' with the value a Python literal (0.9, (0.9, 0.99), True, 'name')."""
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or not key.isidentifier():
-        raise UsageError(f"{flag} expects key=value, got '{item}'")
-    try:
-        return key, ast.literal_eval(value.strip())
-    except (ValueError, SyntaxError):
-        raise UsageError(
-            f"{flag} {key}: '{value}' is not a Python literal (numbers, True/False, "
-            "tuples, quoted strings)"
-        ) from None
 
 
 def resolve_device(text: str) -> str:
@@ -185,7 +200,7 @@ def parse_lr_mode(
 
 def parse_targets(text: str | None, task_names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each task's target: --target X (every task of the command), or TASK=X,TASK=Y (those
-    tasks); the others keep their registry default."""
+    tasks); the others keep their task's default (None: no target)."""
     out = {name: U.default_target(name) for name in task_names}
     if text is None:
         return out
@@ -207,7 +222,7 @@ def parse_targets(text: str | None, task_names: Sequence[str]) -> dict[str, dict
                 f"--target must be a number or TASK=NUMBER[,TASK=NUMBER], got '{text}'"
             )
         for n in names:
-            out[n] = {"metric": T.TASKS[n].target_metric, "value": number}
+            out[n] = {"metric": T.get(n).target_metric, "value": number}
     return out
 
 
@@ -226,93 +241,241 @@ def check_not_reference(out: str | Path) -> None:
 
 @dataclass(frozen=True)
 class Plan:
-    """One command's work: the runs (tuned runs carry the task's default lr until tuning picks
-    theirs), how their lr is chosen, each task's target, and where and how to run them."""
+    """One command's work: the runs (tuned runs carry a placeholder lr until tuning picks
+    theirs), how their lr is chosen (and, per run, where its lr came from), each task's target,
+    and where and how to run them."""
 
     configs: list[RunConfig]
     lr_mode: LrMode
     targets: dict[str, dict[str, Any] | None]
     out: str
-    jobs: int = 1
+    jobs: int | None = 1  # None: as many as the executor holds (Ray)
+    executor: str = "local"
+    address: str | None = None  # Ray: the cluster; None: a local instance
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
     force: bool = False
     quiet: bool = False
     download: bool = False
+    lr_sources: dict[str, str] = field(default_factory=dict)  # run_id -> default|class_default|..
+
+
+def usage(fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, its ValueError (one line) raised as a UsageError."""
+    try:
+        return fn(*args)
+    except UsageError:
+        raise
+    except ValueError as e:
+        raise UsageError(first_line(e)) from None
+
+
+def _version(distribution: str | None, version: str | None) -> str | None:
+    return f"{distribution}=={version}" if version else None
+
+
+def initial_lr(
+    task: T.Task, spec: OptimizerSpec, mode: LrMode, task_name: str
+) -> tuple[float, str]:
+    """A run's initial lr and where it comes from: --lr X (shared); the task's lr for this
+    optimizer, else a built-in optimizer's documented default (default); else an outside
+    optimizer's constructor default (class_default). Tuned runs get a placeholder (their lr
+    comes from the search or grid)."""
+    if mode.shared is not None:
+        return mode.shared, "shared"
+    lr, source = task.default_lr(spec.spec), "default"
+    if lr is None:
+        lr, source = spec.default_lr(), "class_default"
+    if mode.tuned:
+        return lr or 1.0, mode.source
+    if lr is None:
+        raise UsageError(
+            f"optimizer '{spec.spec}' has no default lr (its constructor's lr has no default) "
+            f"and task '{task_name}' gives none; pass --lr X, --lr search or --lr grid"
+        )
+    return lr, source
 
 
 def make_plan(o: Any) -> Plan:
-    """A Plan from parsed options (the attributes of ``bench.cli``'s namespace: optim, sched,
-    task, seeds as lists; steps, batch_size, warmup, eval_every, threads, jobs as ints or None;
-    opt_arg / sched_arg as lists of (key, value); lr, target, device, out, data_dir as text)."""
+    """A Plan from parsed options (the attributes of ``bench.cli``'s namespace: optim, task
+    (specs) and sched as lists, seeds as a list; steps, batch_size, warmup, eval_every, threads,
+    jobs as ints or None; opt_arg / sched_arg as lists of (key, value), keys optionally
+    prefixed ``SPEC:``; lr, target, device, out, data_dir as text)."""
     mode = parse_lr_mode(o.lr, o.lr_max, o.probe_steps, o.lr_grid)
+    optims = [usage(resolve_optimizer, name) for name in o.optim]
+    tasks = {name: usage(T.resolve, name) for name in o.task}
     targets = parse_targets(o.target, o.task)
     opt_args, sched_args = dict(o.opt_arg or []), dict(o.sched_arg or [])
-    if "lr" in opt_args:
-        raise UsageError("--opt-arg lr=...: give the learning rate with --lr")
+    for key in opt_args:
+        if key.rpartition(":")[2] == "lr":
+            raise UsageError(f"--opt-arg {key}=...: give the learning rate with --lr")
+    per_optim = usage(split_opt_args, opt_args, optims)
     device = resolve_device(o.device)
+    executor = make_executor_options(o, device)
     data_dir = str(Path(o.data_dir).expanduser()) if o.data_dir else str(D.default_data_dir())
-    for name in o.task:
-        n = o.steps or T.TASKS[name].steps
+    steps = {}
+    for name, (task, _) in tasks.items():
+        n = steps[name] = o.steps or task.steps
+        if n is None:
+            raise UsageError(f"task '{name}' has no default number of steps; give --steps")
+        if o.batch_size and task.builder is not None:
+            raise UsageError(
+                f"--batch-size: task '{name}' makes its own batches (it is not a "
+                "classification_task); leave --batch-size out"
+            )
         if o.warmup and o.warmup >= n:
             raise UsageError(f"--warmup {o.warmup} must be below the {n} steps of {name}")
         if o.warmup and mode.probe_steps is not None and o.warmup >= mode.probe_steps:
             raise UsageError(f"--warmup {o.warmup} must be below --probe-steps {mode.probe_steps}")
-    check_constructors(o.optim, o.sched, opt_args, sched_args, o.warmup, o.task, o.steps)
+    lrs = {
+        (name, spec.spec): initial_lr(task, spec, mode, name)
+        for name, (task, _) in tasks.items()
+        for spec in optims
+    }
+    per_sched = split_sched_args(sched_args, o.sched, sorted(set(steps.values())), o.warmup)
+    check_optimizers(optims, per_optim, lrs)
     check_not_reference(o.out)
-    configs = []
-    for name in o.task:
-        task = T.TASKS[name]
-        n_steps = o.steps or task.steps
-        for optim in o.optim:
+    configs, sources = [], {}
+    for name, (task, task_version) in tasks.items():
+        n_steps = steps[name]
+        for spec in optims:
+            lr, source = lrs[(name, spec.spec)]
             for sched in o.sched:
                 for seed in o.seeds:
-                    configs.append(
-                        RunConfig(
-                            task=name,
-                            optim=optim,
-                            sched=sched,
-                            seed=seed,
-                            steps=n_steps,
-                            batch_size=None
-                            if task.is_surface
-                            else (o.batch_size or task.batch_size),
-                            lr=mode.shared if mode.shared is not None else task.default_lr(optim),
-                            opt_args=opt_args,
-                            sched_args=sched_args,
-                            warmup=o.warmup,
-                            eval_every=o.eval_every or min(task.eval_every, n_steps),
-                            device=device,
-                            threads=o.threads,
-                            data_dir=data_dir,
-                        )
+                    config = RunConfig(
+                        task=name,
+                        optim=spec.spec,
+                        sched=sched,
+                        seed=seed,
+                        steps=n_steps,
+                        batch_size=None
+                        if task.batch_size is None
+                        else (o.batch_size or task.batch_size),
+                        lr=lr,
+                        opt_args=per_optim[spec.spec],
+                        sched_args=per_sched[sched],
+                        warmup=o.warmup,
+                        eval_every=o.eval_every or min(task.eval_every or n_steps, n_steps),
+                        device=device,
+                        threads=o.threads,
+                        data_dir=data_dir,
+                        optim_version=None
+                        if spec.origin == "builtin"
+                        else _version(spec.distribution, spec.version),
+                        task_version=task_version,
                     )
+                    configs.append(config)
+                    sources[config.run_id] = source
     return Plan(
         configs=configs,
         lr_mode=mode,
         targets=targets,
         out=o.out,
-        jobs=o.jobs,
         force=o.force,
         quiet=o.quiet,
         download=o.download,
+        lr_sources=sources,
+        **executor,
     )
 
 
-def check_constructors(optims, scheds, opt_args, sched_args, warmup, task_names, steps) -> None:
-    """Build each optimizer and schedule once on a dummy parameter, so a key the constructor does
-    not accept (or a bad value) stops the command before the sweep starts."""
+def make_executor_options(o: Any, device: str) -> dict[str, Any]:
+    """jobs, executor, address, cpus_per_run and gpus_per_run of the Plan, checked."""
+    ray_flags = {"--address": o.address, "--cpus-per-run": o.cpus_per_run,
+                 "--gpus-per-run": o.gpus_per_run}  # fmt: skip
+    if o.executor != "ray":
+        for flag, value in ray_flags.items():
+            if value is not None:
+                raise UsageError(f"{flag} is only used with --executor ray")
+        return {"jobs": o.jobs or 1, "executor": o.executor}
+    from bench import ray_executor
+
+    ray_executor.require_ray()
+    if device.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device}: with --executor ray give --device cuda (Ray assigns each run "
+            "its GPU)"
+        )
+    gpus = o.gpus_per_run
+    if gpus is None:
+        gpus = 1.0 if device == "cuda" else 0.0
+    if gpus > 0 and device != "cuda":
+        raise UsageError(
+            f"--gpus-per-run {gpus:g} needs --device cuda, and CUDA is not available here"
+            if not torch.cuda.is_available()
+            else f"--gpus-per-run {gpus:g} needs --device cuda (the runs are on {device})"
+        )
+    if gpus == 0 and device == "cuda":
+        raise UsageError("--gpus-per-run 0 with --device cuda: the runs would see no GPU")
+    return {
+        "jobs": o.jobs,
+        "executor": "ray",
+        "address": ray_executor.resolve_address(o.address),
+        "cpus_per_run": o.cpus_per_run or float(o.threads),
+        "gpus_per_run": gpus,
+    }
+
+
+def check_optimizers(
+    optims: Sequence[OptimizerSpec],
+    per_optim: dict[str, dict[str, Any]],
+    lrs: dict[tuple[str, str], tuple[float, str]],
+) -> None:
+    """Build each optimizer once on a dummy parameter, so a key the constructor does not accept
+    (or a bad value) stops the command before the sweep starts."""
+    import optimizers
+
+    for spec in optims:
+        lr = next(lr for (_, name), (lr, _) in lrs.items() if name == spec.spec)
+        dummy = [torch.zeros(1, requires_grad=True)]
+        kwargs = per_optim[spec.spec]
+        try:
+            if spec.origin == "builtin":
+                optimizers.create(spec.spec, dummy, lr=lr, **kwargs)
+            else:
+                spec.create(dummy, lr=lr, **kwargs)
+        except (ValueError, TypeError) as e:
+            raise UsageError(first_line(e)) from None
+
+
+def split_sched_args(
+    sched_args: dict[str, Any], scheds: Sequence[str], lengths: Sequence[int], warmup: int
+) -> dict[str, dict[str, Any]]:
+    """Each schedule's constructor arguments: ``NAME:key`` to that schedule only, an unprefixed
+    ``key`` to every schedule that takes it (an error when none does); each schedule is then
+    built once per run length, so a bad value stops the command before the sweep starts."""
     import optimizers
     import schedulers
 
-    for name in optims:
-        try:
-            optimizers.create(name, [torch.zeros(1, requires_grad=True)], lr=1e-3, **opt_args)
-        except (ValueError, TypeError) as e:
-            raise UsageError(first_line(e)) from None
-    lengths = sorted({steps or T.TASKS[t].steps for t in task_names})
+    accepted = {name: set(schedulers.defaults(name, lengths[0])) for name in scheds}
+    out: dict[str, dict[str, Any]] = {name: {} for name in scheds}
+    prefixed: dict[str, dict[str, Any]] = {name: {} for name in scheds}
+    for key, value in sched_args.items():
+        prefix, _, name = key.rpartition(":")
+        if prefix:
+            if prefix not in out:
+                raise UsageError(
+                    f"--sched-arg {key}: '{prefix}' is not a schedule of this run "
+                    f"({', '.join(scheds)})"
+                )
+            prefixed[prefix][name] = value
+            continue
+        takers = [s for s in scheds if name in accepted[s]]
+        if not takers:
+            takes = "; ".join(f"{s}: {', '.join(sorted(accepted[s])) or 'none'}" for s in scheds)
+            raise UsageError(
+                f"--sched-arg {name}: no schedule of this run accepts '{name}' (they accept "
+                f"{takes})"
+            )
+        for s in takers:
+            out[s][name] = value
+    for name, kwargs in prefixed.items():
+        out[name].update(kwargs)
     for name in scheds:
         for n in lengths:
             dummy = optimizers.create("sgd", [torch.zeros(1, requires_grad=True)], lr=0.1)
             try:
-                schedulers.create(name, dummy, n, warmup_steps=warmup, **sched_args)
+                schedulers.create(name, dummy, n, warmup_steps=warmup, **out[name])
             except (ValueError, TypeError) as e:
                 raise UsageError(first_line(e)) from None
+    return out

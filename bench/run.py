@@ -2,8 +2,8 @@
 
     bench.cli        flags -> Plan (bench.plan: every run resolved and checked before any work)
     bench.tune       --lr search / grid: each cell's lr, on the executor
-    bench.executors  where runs happen (serial, local worker processes)
-    bench.sweep      the driver's loop: each record to the Store, the only writer
+    bench.executors  where runs happen (serial, local worker processes, Ray tasks)
+    bench.driver     the driver's loop: each record to the Store, the only writer
 
 Exit codes: 0 every run ok or diverged; 1 a run failed; 2 bad usage (one line on stderr);
 130 interrupted (finished runs are kept).
@@ -14,19 +14,23 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from bench import cli
 from bench import data as D
 from bench import store as S
 from bench import tasks as T
-from bench.executors import WorkerDied, make_executor
+from bench.driver import PROG
+from bench.driver import execute as execute_runs
+from bench.executors import make_executor
 from bench.plan import REFERENCE_DIR, Plan, UsageError, first_line
-from bench.sweep import PROG, execute
 from bench.tune import Cell, tune
 
-__all__ = ["REFERENCE_DIR", "UsageError", "main", "run"]
+__all__ = ["REFERENCE_DIR", "Outcome", "UsageError", "execute", "main", "run"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,8 +46,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+@dataclass
+class Outcome:
+    """What a plan's execution came to: the exit code and the summary rows of its runs."""
+
+    code: int
+    summary: pd.DataFrame
+
+
 def run(plan: Plan) -> int:
     """Run a plan into its store; returns the exit code (raises UsageError on bad usage)."""
+    return execute(plan).code
+
+
+def execute(plan: Plan) -> Outcome:
+    """Run a plan into its store: the exit code (0 every run ok or diverged, 1 a run failed or a
+    cell found no lr, 130 interrupted) and the summary rows of the plan's runs, finished earlier
+    or now. Raises UsageError on bad usage."""
     configs, mode, targets = plan.configs, plan.lr_mode, plan.targets
     store = S.Store(plan.out)
     try:
@@ -53,18 +72,25 @@ def run(plan: Plan) -> int:
     interrupted = False
     missing: list[Cell] = []
     tuning_failed = 0
+    counts = {"ok": 0, "diverged": 0, "failed": 0}
+    pending: list = []
+    skipped = 0
     t0 = time.perf_counter()
     try:
         need = [c for c in configs if mode.tuned or plan.force or not store.is_done(c.run_id)]
-        try:
-            for name in dict.fromkeys(c.task for c in need):
-                T.TASKS[name].prepare(need[0].data_dir, download=plan.download)
-        except D.DataMissingError as e:
-            raise UsageError(first_line(e)) from None
-        choice = {c.run_id: {"source": mode.source, "lr": c.lr} for c in configs}
+        for name in dict.fromkeys(c.task for c in need):
+            prepare(name, need[0].data_dir, plan.download)
+        choice = {
+            c.run_id: {"source": plan.lr_sources.get(c.run_id, mode.source), "lr": c.lr}
+            for c in configs
+        }
         reuse: dict[str, dict[str, Any]] = {}
         try:
-            with make_executor(plan.jobs) as executor:
+            options = {}
+            if plan.executor == "ray":
+                options = {"address": plan.address, "cpus_per_run": plan.cpus_per_run,
+                           "gpus_per_run": plan.gpus_per_run}  # fmt: skip
+            with make_executor(plan.executor, plan.jobs, **options) as executor:
                 if mode.tuned:
                     tuned = tune(store, configs, mode, executor, plan.quiet, plan.force)
                     configs, choice, reuse = tuned.configs, tuned.lr_choice, tuned.reuse
@@ -73,7 +99,6 @@ def run(plan: Plan) -> int:
                     c.run_id: {"lr_choice": choice[c.run_id], "target": targets[c.task]}
                     for c in configs
                 }
-                pending = []
                 for c in configs:
                     if c.run_id in reuse and (plan.force or not store.is_done(c.run_id)):
                         store.add({**reuse[c.run_id], **extra[c.run_id]})  # the tuning run itself
@@ -82,22 +107,18 @@ def run(plan: Plan) -> int:
                     else:
                         store.annotate(c.run_id, {"target": targets[c.task]})
                 skipped = len(configs) - len(pending)
-                counts = execute(store, pending, skipped, executor, plan.quiet, extra=extra)
+                counts = execute_runs(store, pending, skipped, executor, plan.quiet, extra=extra)
         except KeyboardInterrupt:
             interrupted = True
-        except WorkerDied:
-            print(
-                f"{PROG}: a worker process died (out of memory?); finished runs are kept in "
-                f"{plan.out}; rerun the command to resume",
-                file=sys.stderr,
-            )
-            return 1
+        ids = {c.run_id for c in configs}
+        summary = store.summary_frame()
+        summary = summary[summary["run_id"].isin(ids)].reset_index(drop=True)
     finally:
         store.write_tables(force=True)
         store.close()
     if interrupted:
         print(f"{PROG}: interrupted; finished runs are kept in {plan.out}", file=sys.stderr)
-        return 130
+        return Outcome(130, summary)
     for cell in missing:
         table = "lr_search.csv" if mode.source == "search" else "tuning.csv"
         print(
@@ -111,7 +132,19 @@ def run(plan: Plan) -> int:
             f"{counts['diverged']} diverged, {counts['failed']} failed; {skipped} already done; "
             f"store {plan.out}"
         )
-    return 1 if counts["failed"] or missing or tuning_failed else 0
+    return Outcome(1 if counts["failed"] or missing or tuning_failed else 0, summary)
+
+
+def prepare(task: str, data_dir: str, download: bool) -> None:
+    """Get a task's data ready before any run; a failure is a usage error (one line)."""
+    try:
+        T.get(task).prepare(data_dir, download=download)
+    except D.DataMissingError as e:
+        raise UsageError(first_line(e)) from None
+    except Exception as e:  # a user task's own prepare()
+        raise UsageError(
+            f"task '{task}': preparing its data failed: {type(e).__name__}: {first_line(e)}"
+        ) from None
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ SUMMARY_COLUMNS = [
     # issue 6: how lr0 was chosen, and time to target
     "lr_tuned", "lr_source", "target_metric", "target", "steps_to_target", "time_to_target",
 ]  # fmt: skip
-LR_SOURCES = ("default", "shared", "search", "grid")
+LR_SOURCES = ("default", "class_default", "shared", "search", "grid")
 CURVE_COLUMNS = [
     "run_id", "task", "optim", "sched", "seed", "step", "lr", "train_loss", "test_loss",
     "test_acc", "elapsed_s", "x", "y",

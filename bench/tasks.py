@@ -1,8 +1,13 @@
-"""The task registry: data + model + loss + metrics + default steps, batch size and lr.
+"""The task catalogue: every built-in task, written with the public constructors a user's task uses.
 
-A `Task` is a description; `Task.build(seed, device, data_dir)` instantiates a `Problem` whose
-`train_loss()` returns the loss of the next minibatch (a 0-d tensor, not synchronised), whose
-`evaluate()` returns test metrics, and whose `position()` returns (x, y) on the 2-D surfaces.
+    bench.surface_task(name, *, fn, start, steps, lr=None, bound=None, target=None)
+    bench.classification_task(name, *, model, data, steps, batch_size, lr=None, eval_every=None,
+                              target=None)
+
+Each returns a :class:`Task`; ``Task.build(seed, device, data_dir)`` instantiates its problem
+(see ``bench.protocols`` for the contract: ``params``, ``train_loss()``, ``evaluate()``). Copy
+any entry of the catalogue at the end of this file into your own module and run it with
+``python -m bench.run --task mymodule:my_task``.
 
 2-D surfaces (parameters are one float64 tensor ``[x, y]``; loss f(x, y); no test split):
     rosenbrock   (1 - x)^2 + 100 (y - x^2)^2                          min f(1, 1) = 0
@@ -18,18 +23,22 @@ Classification (cross-entropy loss; test loss and accuracy on the held-out split
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bench import data as D
+from bench.protocols import Problem
 
 OPTIMIZER_NAMES = ("adadelta", "adagrad", "adam", "momentum", "nesterov", "rmsprop", "rprop", "sgd")
-
+#: What time-to-target measures, and whether higher or lower is better.
+TARGET_METRICS = {"train_loss": "min", "test_loss": "min", "test_acc": "max"}
 
 # ---------------------------------------------------------------------------- problems
 
@@ -114,6 +123,305 @@ class ClassificationProblem:
 
     def position(self) -> tuple[float, float] | None:
         return None
+
+
+# ---------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark problem and its defaults; made by :func:`surface_task`,
+    :func:`classification_task` or, for any object with ``build``, :func:`as_task`."""
+
+    name: str
+    description: str
+    steps: int | None  # None: --steps is required
+    batch_size: int | None  # None: full-batch (the surfaces) or the task's own batching
+    lr: float | Mapping[str, float] | None  # default initial lr: one, per optimizer, or none
+    # the run stops as diverged when the train loss exceeds this (or is NaN/Inf)
+    diverge_above: float
+    eval_every: int | None  # None: at the last step only
+    dataset: str | None = None  # a name for the data ("mnist1d", a key of data.TORCHVISION)
+    surface: Callable | None = None
+    start: tuple[float, float] | None = None
+    minimum: tuple[float, float] | None = None
+    model: Callable[[], nn.Module] | None = field(default=None, repr=False)
+    target_metric: str = "train_loss"  # what --target / steps_to_target measure (TARGET_METRICS)
+    target: float | None = None  # the default target of that metric (None: no target)
+    data: Callable[[str], Any] | None = field(default=None, repr=False)  # data_dir -> 4 tensors
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    prepare_data: Callable[[str, bool], None] | None = field(default=None, repr=False)
+    builder: Callable[[int, torch.device, str], Problem] | None = field(default=None, repr=False)
+
+    @property
+    def is_surface(self) -> bool:
+        return self.surface is not None
+
+    def lr_for(self, optim: str) -> float | None:
+        """The task's default initial lr for optimizer ``optim`` (its spec), or None."""
+        if isinstance(self.lr, Mapping):
+            value = self.lr.get(optim)
+            return None if value is None else float(value)
+        return None if self.lr is None else float(self.lr)
+
+    def default_lr(self, optim: str) -> float | None:
+        """The task's lr for ``optim``, else a built-in optimizer's registry default, else None
+        (an outside optimizer then uses its constructor's default)."""
+        lr = self.lr_for(optim)
+        if lr is not None:
+            return lr
+        import optimizers
+
+        if optim in optimizers.available():
+            return float(optimizers.defaults(optim)["lr"])
+        return None
+
+    def prepare(self, data_dir: str, download: bool = False) -> None:
+        """Make sure the data is on disk (generate mnist1d, check or fetch torchvision sets)."""
+        if self.prepare_data is not None:
+            self.prepare_data(str(data_dir), download)
+
+    def build(
+        self, seed: int, device: torch.device, data_dir: str, batch_size: int | None = None
+    ) -> Problem:
+        """Instantiate the problem; call after torch.manual_seed(seed) so the init is seeded."""
+        if self.builder is not None:
+            return self.builder(seed, device, str(data_dir))
+        if self.surface is not None:
+            return SurfaceProblem(self.surface, self.start, device)
+        model = self.model()
+        data = _array_data(self.name, self.data(str(data_dir)))
+        size = batch_size or self.batch_size
+        return ClassificationProblem(model, data, size, seed, device, self.transform)
+
+
+def _array_data(name: str, data: Any) -> D.ArrayData:
+    """A data callable's result as ArrayData: four tensors, inputs and int64 labels."""
+    if isinstance(data, D.ArrayData):
+        return data
+    parts = tuple(data) if isinstance(data, Sequence) else ()
+    if len(parts) != 4 or not all(isinstance(t, torch.Tensor) for t in parts):
+        raise ValueError(
+            f"task '{name}': data(data_dir) must return 4 tensors (x_train, y_train, x_test, "
+            f"y_test), got {type(data).__name__}"
+        )
+    x, y, xt, yt = parts
+    for what, t in (("y_train", y), ("y_test", yt)):
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            raise ValueError(f"task '{name}': {what} must hold integer class labels, got {t.dtype}")
+    if len(x) != len(y) or len(xt) != len(yt):
+        raise ValueError(
+            f"task '{name}': inputs and labels differ in length (train {len(x)} vs {len(y)}, "
+            f"test {len(xt)} vs {len(yt)})"
+        )
+    return D.ArrayData(x, y.long(), xt, yt.long())
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip() or "," in name:
+        raise ValueError(f"a task name is a non-empty string without commas, got {name!r}")
+    return name
+
+
+def _check_positive_int(what: str, value: Any, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_number(what: str, value: Any, positive: bool = False) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or (positive and value <= 0):
+        kind = "a positive number" if positive else "a finite number"
+        raise ValueError(f"{what} must be {kind}, got {value!r}")
+    return float(value)
+
+
+def _check_lr(name: str, lr: Any) -> float | dict[str, float] | None:
+    """None, a positive float, or {optimizer spec: positive float}."""
+    if lr is None:
+        return None
+    if isinstance(lr, Mapping):
+        return {
+            str(k): _check_number(f"task '{name}': lr for {k!r}", v, positive=True)
+            for k, v in lr.items()
+        }
+    return _check_number(f"task '{name}': lr", lr, positive=True)
+
+
+def _check_callable(name: str, what: str, value: Any, signature: str) -> Callable:
+    if not callable(value):
+        raise ValueError(
+            f"task '{name}': {what} must be a callable {signature}, got {type(value).__name__}"
+        )
+    return value
+
+
+def surface_task(
+    name: str,
+    *,
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    start: tuple[float, float],
+    steps: int,
+    lr: float | Mapping[str, float] | None = None,
+    bound: float | None = None,
+    target: float | None = None,
+    minimum: tuple[float, float] | None = None,
+    description: str = "",
+) -> Task:
+    """A 2-D test function: minimise ``fn(x, y)`` from ``start`` (one float64 parameter [x, y]).
+
+    Args:
+        name: the task's name.
+        fn: ``fn(x, y) -> 0-d tensor``, written with torch operations (autograd differentiates
+            it); x and y are 0-d float64 tensors.
+        start: the starting point ``(x, y)``.
+        steps: default number of updates.
+        lr: default initial lr: one for every optimizer, or ``{optimizer spec: lr}`` (the
+            others use their own default lr).
+        bound: a run whose loss exceeds it has diverged (default: only NaN or infinity).
+        target: the loss level for time-to-target (``steps_to_target`` in summary.csv).
+        minimum: where the minimum is (drawn by the trajectory figures).
+        description: one line for ``--list``.
+
+    Every step logs the point (x, y), so trajectories can be drawn as for the built-in surfaces.
+    """
+    name = _check_name(name)
+    steps = _check_positive_int(f"task '{name}': steps", steps)
+    _check_callable(name, "fn", fn, "(x, y) -> tensor")
+    points = {"start": start, "minimum": minimum}
+    for what, point in points.items():
+        if point is None and what == "minimum":
+            continue
+        if not isinstance(point, Sequence) or len(point) != 2:
+            raise ValueError(f"task '{name}': {what} must be a point (x, y), got {point!r}")
+        points[what] = tuple(_check_number(f"task '{name}': {what}", v) for v in point)
+    return Task(
+        name=name,
+        description=description,
+        steps=steps,
+        batch_size=None,
+        lr=_check_lr(name, lr),
+        diverge_above=math.inf if bound is None else _check_number(f"task '{name}': bound", bound),
+        eval_every=steps,  # a surface has no test split: the evaluation only logs the point
+        surface=fn,
+        start=points["start"],
+        minimum=points["minimum"],
+        target_metric="train_loss",
+        target=None if target is None else _check_number(f"task '{name}': target", target),
+    )
+
+
+def classification_task(
+    name: str,
+    *,
+    model: Callable[[], nn.Module],
+    data: Callable[[str], Any],
+    steps: int,
+    batch_size: int,
+    lr: float | Mapping[str, float] | None = None,
+    eval_every: int | None = None,
+    target: float | None = None,
+    bound: float = 100.0,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prepare: Callable[[str, bool], None] | None = None,
+    dataset: str | None = None,
+    description: str = "",
+) -> Task:
+    """Minibatch cross-entropy of ``model()`` on a data set held whole on the run's device.
+
+    Args:
+        name: the task's name.
+        model: ``() -> nn.Module``, called after ``torch.manual_seed(seed)`` (the init is
+            seeded); its output is the class logits.
+        data: ``(data_dir) -> (x_train, y_train, x_test, y_test)`` tensors (labels: integer
+            classes), called once per run; make it deterministic (cache it if it is slow).
+        steps: default number of updates.
+        batch_size: default minibatch size (epochs: a seeded permutation, incomplete last batch
+            dropped).
+        lr: default initial lr: one for every optimizer, or ``{optimizer spec: lr}`` (the others
+            use their own default lr).
+        eval_every: steps between test-set evaluations (default: ``steps // 10``).
+        target: the test accuracy for time-to-target (``steps_to_target`` in summary.csv).
+        bound: a run whose train loss exceeds it has diverged.
+        transform: applied to the inputs once they are on the device (e.g. uint8 images to
+            normalised floats, so the copy to the device stays small).
+        prepare: ``(data_dir, download) -> None``, run before the sweep to fetch or check the data.
+        dataset: a name for the data set (shown by ``--list``).
+        description: one line for ``--list``.
+
+    A run's ``evaluate()`` reports ``test_loss`` and ``test_acc`` on the test split.
+    """
+    name = _check_name(name)
+    _check_callable(name, "model", model, "() -> nn.Module")
+    _check_callable(name, "data", data, "(data_dir) -> (x_train, y_train, x_test, y_test)")
+    steps = _check_positive_int(f"task '{name}': steps", steps)
+    every = _check_positive_int(f"task '{name}': eval_every", eval_every, optional=True)
+    if target is not None:
+        target = _check_number(f"task '{name}': target", target)
+        if not 0.0 <= target <= 1.0:
+            raise ValueError(f"task '{name}': target is a test accuracy in [0, 1], got {target}")
+    for what, fn in (("transform", transform), ("prepare", prepare)):
+        if fn is not None:
+            _check_callable(name, what, fn, "")
+    return Task(
+        name=name,
+        description=description,
+        steps=steps,
+        batch_size=_check_positive_int(f"task '{name}': batch_size", batch_size),
+        lr=_check_lr(name, lr),
+        diverge_above=_check_number(f"task '{name}': bound", bound, positive=True),
+        eval_every=every or max(1, steps // 10),
+        dataset=dataset,
+        model=model,
+        target_metric="test_acc",
+        target=target,
+        data=data,
+        transform=transform,
+        prepare_data=prepare,
+    )
+
+
+def as_task(obj: Any, name: str | None = None) -> Task:
+    """A :class:`Task` for any object with ``build(seed, device, data_dir)`` (the protocol in
+    ``bench.protocols``), its optional attributes read with their documented defaults."""
+    if isinstance(obj, Task):
+        return obj
+    build = getattr(obj, "build", None)
+    if isinstance(obj, type) or not callable(build):
+        raise ValueError(
+            f"{name or type(obj).__name__!r} is a {type(obj).__name__}, not a task (an object "
+            "with build(seed, device, data_dir))"
+        )
+    name = _check_name(name or getattr(obj, "name", None) or type(obj).__name__)
+    steps = _check_positive_int(f"task '{name}': steps", getattr(obj, "steps", None), True)
+    every = _check_positive_int(
+        f"task '{name}': eval_every", getattr(obj, "eval_every", None), True
+    )
+    bound = getattr(obj, "diverge_above", None)
+    metric = getattr(obj, "target_metric", "train_loss")
+    if metric not in TARGET_METRICS:
+        raise ValueError(
+            f"task '{name}': target_metric must be one of {', '.join(TARGET_METRICS)}, "
+            f"got {metric!r}"
+        )
+    target = getattr(obj, "target", None)
+    prepare = getattr(obj, "prepare", None)
+    return Task(
+        name=name,
+        description=str(getattr(obj, "description", "") or ""),
+        steps=steps,
+        batch_size=None,
+        lr=_check_lr(name, getattr(obj, "lr", None)),
+        diverge_above=math.inf if bound is None else _check_number(f"task '{name}': bound", bound),
+        eval_every=every,
+        target_metric=metric,
+        target=None if target is None else _check_number(f"task '{name}': target", target),
+        prepare_data=prepare if callable(prepare) else None,
+        builder=build,
+    )
 
 
 # ---------------------------------------------------------------------------- surfaces
@@ -258,62 +566,31 @@ def deepobs_3c3d() -> nn.Module:
     return model
 
 
-# ---------------------------------------------------------------------------- registry
+# ---------------------------------------------------------------------------- data
 
 
-@dataclass(frozen=True)
-class Task:
-    """A benchmark problem and its documented defaults."""
+def mnist1d(data_dir: str) -> D.ArrayData:
+    """The mnist1d package's default data set: 4000 train / 1000 test samples of 40 floats."""
+    return D.load_mnist1d(str(data_dir))
 
-    name: str
-    description: str
-    steps: int
-    batch_size: int | None  # None: full-batch (the surfaces)
-    lr: Mapping[str, float]  # default initial lr per optimizer (used when --lr is not given)
-    diverge_above: (
-        float  # the run stops as diverged when the train loss exceeds this (or is NaN/Inf)
+
+def prepare_mnist1d(data_dir: str, download: bool = False) -> None:
+    """Generate mnist1d into ``data_dir`` once (no download: the package makes it)."""
+    D.prepare_mnist1d(data_dir)
+
+
+def torchvision_data(name: str) -> dict[str, Any]:
+    """The ``classification_task`` arguments of a torchvision data set (MNIST, FashionMNIST,
+    CIFAR10): uint8 images loaded as they are, normalised on the device."""
+    return dict(
+        data=partial(D.load_torchvision, name),
+        transform=partial(D.normalise, name),
+        prepare=partial(D.prepare_torchvision, name),
+        dataset=name,
     )
-    eval_every: int
-    dataset: str | None = None  # "mnist1d", a key of data.TORCHVISION, or None
-    surface: Callable | None = None
-    start: tuple[float, float] | None = None
-    minimum: tuple[float, float] | None = None
-    model: Callable[[], nn.Module] | None = field(default=None, repr=False)
-    target_metric: str = "train_loss"  # what --target / steps_to_target measure (TARGET_METRICS)
-    target: float = 0.0  # the default target of that metric (see TARGETS)
 
-    @property
-    def is_surface(self) -> bool:
-        return self.surface is not None
 
-    def default_lr(self, optim: str) -> float:
-        if optim in self.lr:
-            return self.lr[optim]
-        import optimizers  # an optimizer added after this table was written: its own default
-
-        return float(optimizers.defaults(optim)["lr"])
-
-    def prepare(self, data_dir: str, download: bool = False) -> None:
-        """Make sure the data is on disk (generate mnist1d, check or fetch torchvision sets)."""
-        if self.dataset == "mnist1d":
-            D.prepare_mnist1d(data_dir)
-        elif self.dataset is not None:
-            D.prepare_torchvision(self.dataset, data_dir, download)
-
-    def build(
-        self, seed: int, device: torch.device, data_dir: str, batch_size: int | None = None
-    ) -> SurfaceProblem | ClassificationProblem:
-        """Instantiate the problem; call after torch.manual_seed(seed) so the init is seeded."""
-        if self.surface is not None:
-            return SurfaceProblem(self.surface, self.start, device)
-        if self.dataset == "mnist1d":
-            data, prep = D.load_mnist1d(str(data_dir)), None
-        else:
-            data = D.load_torchvision(self.dataset, str(data_dir))
-            prep = partial(D.normalise, self.dataset)
-        model = self.model()
-        return ClassificationProblem(model, data, batch_size or self.batch_size, seed, device, prep)
-
+# ---------------------------------------------------------------------------- the catalogue
 
 # Default initial lr per task and optimizer (used without --lr). Surfaces: picked by hand from a
 # 10-point log grid (1e-4 .. 3, 500 steps): a good final loss, not next to divergence. mnist1d:
@@ -321,93 +598,136 @@ class Task:
 # whose 3x larger neighbour did not diverge (mnist1d_cnn reuses mnist1d_mlp's, checked to train).
 # The torchvision tasks use common values (SGD 0.1 / 0.05, momentum 1e-2, Adam 1e-3), not tuned
 # here, where those data sets are not available offline. Adadelta keeps lr = 1, the published
-# rule. The README has the table.
+# rule.
+#
+# Targets (time-to-target; --target overrides them). Surfaces: a train loss f(x, y) that the
+# better tuned optimizers reach in the default 500 steps at their default lr (rastrigin: the
+# global basin, which none of them reaches from its start). Classifiers: a test accuracy the good
+# optimizers reach with the default lrs and steps on mnist1d (seed 0); the torchvision tasks'
+# targets are DeepOBS-like levels, not calibrated here (no data offline).
 # fmt: off
-LR_COLUMNS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "rprop", "adadelta")
-DEFAULT_LR: dict[str, tuple[float, ...]] = {
-    "rosenbrock":     (2e-3, 1e-3, 1e-3, 1.0,  1e-2, 0.1,  1e-2, 1.0),
-    "beale":          (1e-2, 1e-3, 1e-3, 1.0,  1e-2, 0.1,  1e-2, 1.0),
-    "saddle":         (1e-2, 1e-2, 1e-2, 0.1,  1e-2, 1e-2, 1e-2, 1.0),
-    "long_valley":    (0.1,  3e-2, 3e-2, 0.3,  1e-2, 3e-2, 1e-2, 1.0),
-    "rastrigin":      (1e-3, 1e-3, 1e-3, 0.1,  1e-2, 1e-2, 1e-2, 1.0),
-    "mnist1d_logreg": (0.1,  1e-2, 1e-2, 0.1,  3e-3, 3e-3, 0.3,  1.0),
-    "mnist1d_mlp":    (0.3,  0.1,  0.1,  3e-2, 3e-3, 1e-2, 3e-2, 1.0),
-    "mnist1d_cnn":    (0.3,  0.1,  0.1,  3e-2, 3e-3, 1e-2, 3e-2, 1.0),
-    "mnist_mlp":      (0.1,  1e-2, 1e-2, 1e-2, 1e-3, 1e-3, 1e-3, 1.0),
-    "fmnist_2c2d":    (0.05, 1e-2, 1e-2, 1e-2, 1e-3, 1e-3, 1e-3, 1.0),
-    "cifar10_3c3d":   (0.05, 1e-2, 1e-2, 1e-2, 1e-3, 1e-3, 1e-3, 1.0),
-}
+CATALOGUE = [
+    surface_task(
+        "rosenbrock", fn=rosenbrock, start=(-1.2, 1.0), minimum=(1.0, 1.0), steps=500,
+        bound=1e6, target=0.05, description="Rosenbrock's banana valley (1-x)^2 + 100(y-x^2)^2",
+        lr=dict(sgd=2e-3, momentum=1e-3, nesterov=1e-3, adagrad=1.0, rmsprop=1e-2, adam=0.1,
+                rprop=1e-2, adadelta=1.0),
+    ),
+    surface_task(
+        "beale", fn=beale, start=(1.0, 1.5), minimum=(3.0, 0.5), steps=500,
+        bound=1e6, target=0.01, description="Beale's function: flat plateaus, steep ridges",
+        lr=dict(sgd=1e-2, momentum=1e-3, nesterov=1e-3, adagrad=1.0, rmsprop=1e-2, adam=0.1,
+                rprop=1e-2, adadelta=1.0),
+    ),
+    surface_task(
+        "saddle", fn=saddle, start=(1.0, 0.01), minimum=(0.0, math.sqrt(2.0)), steps=500,
+        bound=1e6, target=-0.99,
+        description="x^2 - y^2 + y^4/4: a saddle at 0 between minima at (0, +-sqrt 2)",
+        lr=dict(sgd=1e-2, momentum=1e-2, nesterov=1e-2, adagrad=0.1, rmsprop=1e-2, adam=1e-2,
+                rprop=1e-2, adadelta=1.0),
+    ),
+    surface_task(
+        "long_valley", fn=long_valley, start=(-4.0, 1.0), minimum=(0.0, 0.0), steps=500,
+        bound=1e6, target=1e-3, description="narrow valley 0.05x^2 + 5y^2 (condition number 100)",
+        lr=dict(sgd=0.1, momentum=3e-2, nesterov=3e-2, adagrad=0.3, rmsprop=1e-2, adam=3e-2,
+                rprop=1e-2, adadelta=1.0),
+    ),
+    surface_task(
+        "rastrigin", fn=rastrigin, start=(-2.2, 2.6), minimum=(0.0, 0.0), steps=500,
+        bound=1e6, target=1.0, description="Rastrigin's egg crate, many local minima",
+        lr=dict(sgd=1e-3, momentum=1e-3, nesterov=1e-3, adagrad=0.1, rmsprop=1e-2, adam=1e-2,
+                rprop=1e-2, adadelta=1.0),
+    ),
+    classification_task(
+        "mnist1d_logreg", model=mnist1d_logreg, data=mnist1d, prepare=prepare_mnist1d,
+        dataset="mnist1d", steps=2000, batch_size=100, eval_every=100, target=0.30,
+        description="mnist1d (4000 train / 1000 test, 40 features): logistic regression",
+        lr=dict(sgd=0.1, momentum=1e-2, nesterov=1e-2, adagrad=0.1, rmsprop=3e-3, adam=3e-3,
+                rprop=0.3, adadelta=1.0),
+    ),
+    classification_task(
+        "mnist1d_mlp", model=mnist1d_mlp, data=mnist1d, prepare=prepare_mnist1d,
+        dataset="mnist1d", steps=4000, batch_size=100, eval_every=200, target=0.65,
+        description="mnist1d: MLP 40-100-100-10 (ReLU), the mnist1d paper's model",
+        lr=dict(sgd=0.3, momentum=0.1, nesterov=0.1, adagrad=3e-2, rmsprop=3e-3, adam=1e-2,
+                rprop=3e-2, adadelta=1.0),
+    ),
+    classification_task(
+        "mnist1d_cnn", model=mnist1d_cnn, data=mnist1d, prepare=prepare_mnist1d,
+        dataset="mnist1d", steps=4000, batch_size=100, eval_every=200, target=0.90,
+        description="mnist1d: 3 strided conv1d layers (25 channels) + linear, the mnist1d "
+                    "paper's ConvBase",
+        lr=dict(sgd=0.3, momentum=0.1, nesterov=0.1, adagrad=3e-2, rmsprop=3e-3, adam=1e-2,
+                rprop=3e-2, adadelta=1.0),
+    ),
+    classification_task(
+        "mnist_mlp", model=deepobs_mlp, **torchvision_data("MNIST"),
+        steps=3000, batch_size=128, eval_every=300, target=0.97,
+        description="MNIST: DeepOBS mnist_mlp, 784-1000-500-100-10",
+        lr=dict(sgd=0.1, momentum=1e-2, nesterov=1e-2, adagrad=1e-2, rmsprop=1e-3, adam=1e-3,
+                rprop=1e-3, adadelta=1.0),
+    ),
+    classification_task(
+        "fmnist_2c2d", model=deepobs_2c2d, **torchvision_data("FashionMNIST"),
+        steps=3000, batch_size=128, eval_every=300, target=0.90,
+        description="Fashion-MNIST: DeepOBS fmnist_2c2d, 2 conv + 2 dense layers",
+        lr=dict(sgd=0.05, momentum=1e-2, nesterov=1e-2, adagrad=1e-2, rmsprop=1e-3, adam=1e-3,
+                rprop=1e-3, adadelta=1.0),
+    ),
+    classification_task(
+        "cifar10_3c3d", model=deepobs_3c3d, **torchvision_data("CIFAR10"),
+        steps=5000, batch_size=128, eval_every=500, target=0.70,
+        description="CIFAR-10: DeepOBS cifar10_3c3d, 3 conv + 3 dense layers",
+        lr=dict(sgd=0.05, momentum=1e-2, nesterov=1e-2, adagrad=1e-2, rmsprop=1e-3, adam=1e-3,
+                rprop=1e-3, adadelta=1.0),
+    ),
+]
 # fmt: on
-assert set(LR_COLUMNS) == set(OPTIMIZER_NAMES)
 
 
-# Time-to-target: the default target per task (`--target` overrides it), and the metric it applies
-# to. Surfaces: the train loss f(x, y) (logged every step), a value that the better tuned
-# optimizers reach in the default 500 steps at their default lr (rastrigin: the global basin,
-# which none of them reaches from its start). Classifiers: the test accuracy at evaluation steps,
-# a level the good optimizers reach with the default lrs and steps on mnist1d (seed 0); the
-# torchvision tasks' targets are DeepOBS-like levels, not calibrated here (no data offline).
-TARGET_METRICS = {"train_loss": "min", "test_loss": "min", "test_acc": "max"}
-TARGETS: dict[str, tuple[str, float]] = {
-    "rosenbrock": ("train_loss", 0.05),
-    "beale": ("train_loss", 0.01),
-    "saddle": ("train_loss", -0.99),
-    "long_valley": ("train_loss", 1e-3),
-    "rastrigin": ("train_loss", 1.0),
-    "mnist1d_logreg": ("test_acc", 0.30),
-    "mnist1d_mlp": ("test_acc", 0.65),
-    "mnist1d_cnn": ("test_acc", 0.90),
-    "mnist_mlp": ("test_acc", 0.97),
-    "fmnist_2c2d": ("test_acc", 0.90),
-    "cifar10_3c3d": ("test_acc", 0.70),
-}
+# ---------------------------------------------------------------------------- registry
 
-
-def _lrs(task: str) -> dict[str, float]:
-    return dict(zip(LR_COLUMNS, DEFAULT_LR[task], strict=True))
-
-
-def _surface(name, description, fn, start, minimum) -> Task:
-    return Task(name, description, steps=500, batch_size=None, lr=_lrs(name), diverge_above=1e6,
-                eval_every=500, surface=fn, start=start, minimum=minimum,
-                target_metric=TARGETS[name][0], target=TARGETS[name][1])  # fmt: skip
-
-
-def _classifier(name, description, dataset, model, steps, batch_size, eval_every) -> Task:
-    return Task(name, description, steps=steps, batch_size=batch_size, lr=_lrs(name),
-                diverge_above=100.0, eval_every=eval_every, dataset=dataset,
-                model=model, target_metric=TARGETS[name][0], target=TARGETS[name][1])  # fmt: skip
-
-
-TASKS: dict[str, Task] = {
-    t.name: t
-    for t in [
-        _surface("rosenbrock", "Rosenbrock's banana valley (1-x)^2 + 100(y-x^2)^2",
-                 rosenbrock, (-1.2, 1.0), (1.0, 1.0)),
-        _surface("beale", "Beale's function: flat plateaus, steep ridges",
-                 beale, (1.0, 1.5), (3.0, 0.5)),
-        _surface("saddle", "x^2 - y^2 + y^4/4: a saddle at 0 between minima at (0, +-sqrt 2)",
-                 saddle, (1.0, 0.01), (0.0, math.sqrt(2.0))),
-        _surface("long_valley", "narrow valley 0.05x^2 + 5y^2 (condition number 100)",
-                 long_valley, (-4.0, 1.0), (0.0, 0.0)),
-        _surface("rastrigin", "Rastrigin's egg crate, many local minima",
-                 rastrigin, (-2.2, 2.6), (0.0, 0.0)),
-        _classifier("mnist1d_logreg", "mnist1d (4000 train / 1000 test, 40 features): logistic "
-                    "regression", "mnist1d", mnist1d_logreg, 2000, 100, 100),
-        _classifier("mnist1d_mlp", "mnist1d: MLP 40-100-100-10 (ReLU), the mnist1d paper's model",
-                    "mnist1d", mnist1d_mlp, 4000, 100, 200),
-        _classifier("mnist1d_cnn", "mnist1d: 3 strided conv1d layers (25 channels) + linear, the "
-                    "mnist1d paper's ConvBase", "mnist1d", mnist1d_cnn, 4000, 100, 200),
-        _classifier("mnist_mlp", "MNIST: DeepOBS mnist_mlp, 784-1000-500-100-10",
-                    "MNIST", deepobs_mlp, 3000, 128, 300),
-        _classifier("fmnist_2c2d", "Fashion-MNIST: DeepOBS fmnist_2c2d, 2 conv + 2 dense layers",
-                    "FashionMNIST", deepobs_2c2d, 3000, 128, 300),
-        _classifier("cifar10_3c3d", "CIFAR-10: DeepOBS cifar10_3c3d, 3 conv + 3 dense layers",
-                    "CIFAR10", deepobs_3c3d, 5000, 128, 500),
-    ]
-}  # fmt: skip
+TASKS: dict[str, Task] = {t.name: t for t in CATALOGUE}
+_RESOLVED: dict[str, tuple[Task, str | None]] = {}  # spec -> (task, "dist==version"), this process
 
 
 def available() -> list[str]:
     """Task names in registry order (surfaces, mnist1d, torchvision)."""
     return list(TASKS)
+
+
+def resolve(spec: str) -> tuple[Task, str | None]:
+    """``(task, "distribution==version" or None)`` for a task spec: a built-in name, an
+    entry-point name or an import path (``bench.specs.resolve_task``), resolved once per process.
+    Raises ValueError (one line) when it does not resolve."""
+    if spec in TASKS:
+        return TASKS[spec], None
+    if spec not in _RESOLVED:
+        from bench import specs
+
+        found = specs.resolve_task(spec)
+        version = f"{found.distribution}=={found.version}" if found.version else None
+        _RESOLVED[spec] = (as_task(found.task, name=spec), version)
+    return _RESOLVED[spec]
+
+
+def get(spec: str) -> Task:
+    """The task a spec names (see :func:`resolve`)."""
+    return resolve(spec)[0]
+
+
+def find(spec: str) -> Task | None:
+    """A built-in task or one resolved earlier in this process; None otherwise (imports
+    nothing)."""
+    found = TASKS.get(spec) or _RESOLVED.get(spec)
+    return found[0] if isinstance(found, tuple) else found
+
+
+def register(task: Any) -> str:
+    """Make a task object (``bench.sweep(task=obj)``) known to this process under its name;
+    returns the name, its spec. It cannot be rebuilt in other processes."""
+    made = as_task(task)
+    if made.name in TASKS and TASKS[made.name] is not made:
+        raise ValueError(f"task name '{made.name}' is a built-in task's; give yours another name")
+    _RESOLVED[made.name] = (made, None)
+    return made.name

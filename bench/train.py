@@ -16,6 +16,7 @@ accumulate on the device and are read only at rows (no host sync per step on CUD
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -29,6 +30,8 @@ from typing import Any
 import torch
 
 from bench import tasks as T
+from bench.protocols import EVAL_METRICS
+from bench.specs import OptimizerSpec, resolve_optimizer
 
 FORMAT_VERSION = 1
 MAX_LOG_POINTS = 500
@@ -40,8 +43,8 @@ Progress = Callable[[int, int, float, float], None]  # (step, steps, train_loss,
 class RunConfig:
     """Everything that determines a run's numbers (all resolved: no 'auto', no None defaults)."""
 
-    task: str
-    optim: str
+    task: str  # the task's spec: a built-in name, an entry-point name or an import path
+    optim: str  # the optimizer's spec, likewise
     sched: str
     seed: int
     steps: int
@@ -54,11 +57,19 @@ class RunConfig:
     device: str = "cpu"
     threads: int = 1
     data_dir: str = ""  # where the data lives: not part of the run's identity
+    # "distribution==version" of an outside optimizer's / task's package (None: built-in, or
+    # outside any installed distribution), so that upgrading the package reruns its runs
+    optim_version: str | None = None
+    task_version: str | None = None
 
     def identity(self) -> dict[str, Any]:
-        """The fields that define the run; the device counts by type (cuda:0 and cuda:1 agree)."""
+        """The fields that define the run; the device counts by type (cuda:0 and cuda:1 agree).
+        The versions count only when set, so a built-in run's id is what it always was."""
         d = asdict(self)
         d.pop("data_dir")
+        for key in ("optim_version", "task_version"):
+            if d[key] is None:
+                d.pop(key)
         d["device"] = torch.device(self.device).type
         d["format"] = FORMAT_VERSION
         return d
@@ -106,12 +117,21 @@ def device_name(device: torch.device) -> str:
     return f"{device} ({platform.processor() or platform.machine()})"
 
 
-def make_optimizer(config: RunConfig, params: list[torch.Tensor]):
-    """The optimizer and the schedule for a run, from the two registries."""
+@functools.lru_cache(maxsize=64)
+def optimizer_spec(spec: str) -> OptimizerSpec:
+    """The resolved optimizer spec (once per process: a worker resolves it again)."""
+    return resolve_optimizer(spec)
+
+
+def make_optimizer(config: RunConfig, params: Any):
+    """The optimizer (a built-in from the registry, else the spec's class) and the schedule."""
     import optimizers
     import schedulers
 
-    opt = optimizers.create(config.optim, params, lr=config.lr, **config.opt_args)
+    if config.optim in optimizers.available():
+        opt = optimizers.create(config.optim, params, lr=config.lr, **config.opt_args)
+    else:
+        opt = optimizer_spec(config.optim).create(params, lr=config.lr, **config.opt_args)
     sched = schedulers.create(
         config.sched, opt, config.steps, warmup_steps=config.warmup, **config.sched_args
     )
@@ -160,10 +180,11 @@ def train_one_run(config: RunConfig, progress: Progress | None = None) -> dict[s
 
 
 def _loop(config, device, curves, summary, record, progress) -> None:
-    task = T.TASKS[config.task]
+    task = T.get(config.task)
     torch.manual_seed(config.seed)
     problem = task.build(config.seed, device, config.data_dir, config.batch_size)
-    opt, sched = make_optimizer(config, problem.params)
+    params = _check_problem(config.task, problem)
+    opt, sched = make_optimizer(config, params)
     rows, evals = row_steps(config.steps, config.eval_every)
     is_row = [False] * (config.steps + 1)
     for s in rows:
@@ -214,9 +235,25 @@ def _loop(config, device, curves, summary, record, progress) -> None:
             break
 
 
+def _check_problem(name: str, problem: Any) -> list:
+    """The problem's params as a list, after checking it has what a run uses."""
+    missing = [a for a in ("params", "train_loss", "evaluate") if not hasattr(problem, a)]
+    if missing:
+        raise TypeError(
+            f"task '{name}': build() returned a {type(problem).__name__} without "
+            f"{', '.join(missing)} (see bench.protocols.Problem)"
+        )
+    params = list(problem.params)
+    if not params:
+        raise ValueError(f"task '{name}': the problem has no params")
+    return params
+
+
 def _measure(problem, evaluate: bool) -> dict[str, Any]:
-    m: dict[str, Any] = problem.evaluate() if evaluate else {}
-    pos = problem.position()
+    got = problem.evaluate() if evaluate else {}
+    m: dict[str, Any] = {k: float(got[k]) for k in EVAL_METRICS if got.get(k) is not None}
+    position = getattr(problem, "position", None)
+    pos = position() if position is not None else None
     if pos is not None:
         m["x"], m["y"] = pos
     return m

@@ -13,9 +13,9 @@ from typing import Any
 
 from bench import store as S
 from bench import tuning as U
+from bench.driver import execute, say
 from bench.executors import Executor
 from bench.plan import LrMode
-from bench.sweep import execute, say
 from bench.train import RunConfig
 
 Cell = tuple[str, str, str]  # (task, optim, sched); the other settings are the command's

@@ -12,7 +12,7 @@ Two protocols (``bench.run --lr search`` / ``--lr grid``), both on one tuning se
 
 Time to target: the first logged step at which the task's target metric meets its target
 (train loss <= target on the surfaces, test accuracy >= target on the classifiers; see
-``bench.tasks.TARGETS``), and the training-loop seconds at that step.
+the tasks' ``target``), and the training-loop seconds at that step.
 """
 
 from __future__ import annotations
@@ -89,10 +89,12 @@ def probe_verdict(record: dict[str, Any]) -> str:
 
 
 def tuning_metric(task: str) -> tuple[str, str]:
-    """(summary column, 'max' or 'min') that the grid maximises or minimises for a task."""
-    t = T.TASKS.get(task)
-    if t is not None and t.is_surface:
-        return "final_train_loss", "min"
+    """(summary column, 'max' or 'min') that the grid maximises or minimises for a task: the
+    final test accuracy, or the final value of a task's own target metric when it is a loss
+    (the surfaces: the train loss)."""
+    t = T.find(task)
+    if t is not None and (t.is_surface or t.target_metric != "test_acc"):
+        return f"final_{t.target_metric}", "min"
     return "final_test_acc", "max"
 
 
@@ -119,8 +121,10 @@ def select_best(task: str, rows: Iterable[dict[str, Any]]) -> dict[str, Any] | N
 
 
 def default_target(task: str) -> dict[str, Any] | None:
-    t = T.TASKS.get(task)
-    return None if t is None else {"metric": t.target_metric, "value": t.target}
+    t = T.find(task)
+    if t is None or t.target is None:
+        return None
+    return {"metric": t.target_metric, "value": t.target}
 
 
 def time_to_target(

@@ -1,7 +1,9 @@
-"""How much does bench.run add to a bare PyTorch training loop, and how fast does a sweep go?
+"""How much does bench.run add to a bare PyTorch training loop, and how fast do sweeps go on
+each executor?
 
     python scripts/bench_runner.py [--task mnist1d_mlp] [--optim adam] [--steps 2000] [--repeats 7]
-                                   [--sweep-runs 16] [--sweep-steps 1000] [--no-sweep]
+                                   [--sweep-runs 32] [--sweep-steps 1000] [--no-overhead]
+                                   [--no-sweep] [--markdown docs/generated/runner_speed.md]
 
 1. Overhead: the same task, optimizer (from the registry), data, seed, thread count and steps, timed
    alternately as (a) a minimal hand-written loop (index a batch, forward, loss, zero_grad,
@@ -10,21 +12,31 @@
    task's test evaluations and once with evaluation at the start and end only (the loop's own
    overhead). Setup (data, model) is excluded from all. Ratio = median(b) / median(a); target
    <= 1.10. The ratio of the fastest repeats is printed too.
-2. Sweep throughput: `python -m bench.run` on a fresh store with --jobs 1 and --jobs 2 (wall
-   clock of the whole command, process start included), in runs per minute.
-Timings on a shared machine are noisy: quote the medians, rerun when the machine is quiet.
+2. Sweep throughput: `python -m bench.run` on a fresh store with --jobs 1, --jobs 2 and
+   --executor ray (a local instance with 2 CPUs), whole command timed (process start, worker and
+   Ray start-up included), in runs per minute, in rotating order over --sweep-repeats rounds
+   (medians). Targets: --jobs 2 >= 1.6x --jobs 1; Ray >= 0.9x --jobs 2.
+3. Per-run scheduling overhead, on warm executors through the Python API: the wall time per run
+   of --tiny-runs one-step runs through one worker (local worker process, Ray task, Ray actor),
+   minus the time per run of the same runs in this process; with one run per message (chunk 1)
+   and with the executors' chunks (about a second of runs each). The Ray actor row is the
+   alternative to tasks that the executor does not use (see bench/ray_executor.py).
+Timings on a shared machine are noisy: the load average is printed with the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 import optimizers  # noqa: E402
 from bench import data as D  # noqa: E402
+from bench import executors as E  # noqa: E402
 from bench import tasks as T  # noqa: E402
 from bench.train import RunConfig, train_one_run  # noqa: E402
 
@@ -112,24 +125,169 @@ def overhead(args: argparse.Namespace, data_dir: str) -> None:
     print("split is measurement the bare loop does not do)")
 
 
-def sweep(args: argparse.Namespace, data_dir: str) -> None:
+def sweep_commands(args: argparse.Namespace, data_dir: str) -> list[str]:
     optims = ",".join(optimizers.available())
     seeds = max(1, args.sweep_runs // len(optimizers.available()))
     n_runs = seeds * len(optimizers.available())
-    print(f"\n## Sweep throughput: {args.task}, {n_runs} runs of {args.sweep_steps} steps "
-          "(all optimizers, constant schedule), whole command timed\n")  # fmt: skip
-    print("| --jobs | wall s | runs/min |")
-    print("| ---: | ---: | ---: |")
-    for jobs in (1, 2):
-        with tempfile.TemporaryDirectory() as out:
-            cmd = [sys.executable, "-m", "bench.run", "--task", args.task, "--optim", optims,
-                   "--seeds", str(seeds), "--steps", str(args.sweep_steps), "--quiet",
-                   "--jobs", str(jobs), "--out", out, "--data-dir", data_dir,
-                   "--device", "cpu"]  # fmt: skip
-            t0 = time.perf_counter()
-            subprocess.run(cmd, cwd=ROOT, check=True)
-            wall = time.perf_counter() - t0
-        print(f"| {jobs} | {wall:.1f} | {60 * n_runs / wall:.1f} |")
+    kinds = {
+        "--jobs 1": ["--jobs", "1"],
+        "--jobs 2": ["--jobs", "2"],
+        "--executor ray (local, 2 CPUs)": ["--executor", "ray"],
+    }
+    walls: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(args.sweep_repeats):
+        order = list(kinds)[r % len(kinds) :] + list(kinds)[: r % len(kinds)]
+        for name in order:
+            with tempfile.TemporaryDirectory() as out:
+                cmd = [sys.executable, "-m", "bench.run", "--task", args.task, "--optim", optims,
+                       "--seeds", str(seeds), "--steps", str(args.sweep_steps), "--quiet",
+                       *kinds[name], "--out", out, "--data-dir", data_dir,
+                       "--device", "cpu"]  # fmt: skip
+                t0 = time.perf_counter()
+                subprocess.run(cmd, cwd=ROOT, check=True)
+                walls[name].append(time.perf_counter() - t0)
+    lines = [
+        f"Sweep throughput: {args.task}, {n_runs} runs of {args.sweep_steps} steps (all "
+        f"optimizers, constant schedule, 1 thread each), whole `python -m bench.run` command "
+        f"timed, median of {args.sweep_repeats} rounds in rotating order",
+        "",
+        "| command | wall s (median) | runs/min | vs --jobs 1 | vs --jobs 2 |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    for name, wall in med.items():
+        lines.append(
+            f"| `{name}` | {wall:.1f} | {60 * n_runs / wall:.1f} | "
+            f"{med['--jobs 1'] / wall:.2f}x | {med['--jobs 2'] / wall:.2f}x |"
+        )
+    lines += ["", "targets: --jobs 2 >= 1.60x --jobs 1; Ray >= 0.90x --jobs 2"]
+    return lines
+
+
+def tiny(n: int) -> list[RunConfig]:
+    """n different one-step runs on a 2-D surface: almost all of their time is the runner's."""
+    return [
+        RunConfig(
+            task="saddle",
+            optim="sgd",
+            sched="constant",
+            seed=s,
+            steps=1,
+            batch_size=None,
+            lr=0.01,
+            eval_every=1,
+        )
+        for s in range(n)
+    ]
+
+
+def per_run(executor: E.Executor, configs: list[RunConfig], repeats: int) -> float:
+    """Median seconds per run of ``configs`` through a warm executor."""
+    list(executor.map(configs[:4]))  # warm: workers started, imports done
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        assert len(list(executor.map(configs))) == len(configs)
+        times.append((time.perf_counter() - t0) / len(configs))
+    return statistics.median(times)
+
+
+def scheduling_overhead(args: argparse.Namespace) -> list[str]:
+    import ray
+
+    from bench import ray_executor as RE
+
+    configs = tiny(args.tiny_runs)
+    here = per_run(E.SerialExecutor(), configs, args.repeats)
+    rows: dict[str, dict[str, float]] = {}
+    for chunked in (False, True):
+        chunk_s = E.CHUNK_S if chunked else 0.0  # 0: one run per chunk
+        with mock.patch.object(E, "CHUNK_S", chunk_s):
+            with E.LocalExecutor(jobs=1) as ex:
+                rows.setdefault("local worker process", {})[chunked] = per_run(
+                    ex, configs, args.repeats
+                )
+            with RE.RayExecutor(jobs=1, num_cpus=2) as ex:
+                rows.setdefault("Ray task (the executor)", {})[chunked] = per_run(
+                    ex, configs, args.repeats
+                )
+                actors = ActorExecutor(ray, slots=1)
+                rows.setdefault("Ray actor (alternative)", {})[chunked] = per_run(
+                    actors, configs, args.repeats
+                )
+    lines = [
+        f"Per-run scheduling overhead: {len(configs)} one-step runs through one warm worker, "
+        f"median of {args.repeats}; in this process a run takes {1e3 * here:.2f} ms",
+        "",
+        "| worker | ms/run, one run per message | overhead | ms/run, chunked | overhead |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {1e3 * r[False]:.2f} | {1e3 * (r[False] - here):.2f} | "
+            f"{1e3 * r[True]:.2f} | {1e3 * (r[True] - here):.2f} |"
+        )
+    return lines
+
+
+class ActorExecutor(E.Executor):
+    """The alternative to the Ray executor's tasks: one long-lived actor per slot, fed chunks."""
+
+    def __init__(self, ray, slots: int) -> None:
+        from bench.executors import run_here
+
+        @ray.remote(num_cpus=1)
+        class Runner:
+            def run(self, chunk):
+                return [run_here(c) for c in chunk]
+
+        self.ray, self.actors, self.times = (
+            ray,
+            [Runner.remote() for _ in range(slots)],
+            E.RunTimes(),
+        )
+
+    def map(self, configs, progress=None):
+        todo, idle, flying = list(configs), list(self.actors), {}
+        while todo or flying:
+            while todo and idle:
+                n = E.chunk_size(len(todo), len(self.actors), self.times.median)
+                chunk, todo = todo[:n], todo[n:]
+                actor = idle.pop()
+                flying[actor.run.remote(chunk)] = (actor, chunk)
+            [ref], _ = self.ray.wait(list(flying), num_returns=1)
+            actor, chunk = flying.pop(ref)
+            idle.append(actor)
+            for c, r in zip(chunk, self.ray.get(ref), strict=True):
+                self.times.add(r)
+                yield c, r
+
+
+def stamp() -> list[str]:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") + (" (uncommitted changes)" if git(
+        "status", "--porcelain", "--untracked-files=no") else "")  # fmt: skip
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    try:
+        from importlib import metadata
+
+        ray_version = metadata.version("ray")
+    except Exception:
+        ray_version = "not installed"
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return [
+        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}, commit {commit}, {cpu}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"ray {ray_version}; load average (1/5/15 min) {load} when the measurement ended "
+        "(the machine is shared: other work runs beside these numbers).",
+    ]
 
 
 def main() -> None:
@@ -138,9 +296,13 @@ def main() -> None:
     p.add_argument("--optim", default="adam")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--sweep-runs", type=int, default=16)
+    p.add_argument("--sweep-runs", type=int, default=32)
     p.add_argument("--sweep-steps", type=int, default=1000)
-    p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--sweep-repeats", type=int, default=3)
+    p.add_argument("--tiny-runs", type=int, default=200)
+    p.add_argument("--no-overhead", action="store_true", help="skip the loop-overhead part")
+    p.add_argument("--no-sweep", action="store_true", help="skip the executor parts")
+    p.add_argument("--markdown", help="also write the executor tables, stamped, to this file")
     p.add_argument("--data-dir", default=str(D.default_data_dir()))
     args = p.parse_args()
     T.TASKS[args.task].prepare(args.data_dir)
@@ -148,9 +310,17 @@ def main() -> None:
         f"torch {torch.__version__}, {os.cpu_count()} CPUs visible, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
-    overhead(args, args.data_dir)
-    if not args.no_sweep:
-        sweep(args, args.data_dir)
+    if not args.no_overhead:
+        overhead(args, args.data_dir)
+    if args.no_sweep:
+        return
+    sections = [sweep_commands(args, args.data_dir), scheduling_overhead(args)]
+    text = "\n\n".join("\n".join(lines) for lines in [*sections, stamp()])
+    print("\n" + text)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        header = "<!-- written by scripts/bench_runner.py --markdown; do not edit -->\n\n"
+        Path(args.markdown).write_text(header + text + "\n")
 
 
 if __name__ == "__main__":

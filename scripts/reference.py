@@ -3,21 +3,21 @@
     python scripts/reference.py --yes              # the full sweep, then every figure
     python scripts/reference.py --tiny --out DIR   # the same pipeline in ~1 minute (a smoke test)
 
-The sweep, through bench.run (constant, exponential, staircase and piecewise schedules, every
-optimizer at its documented per-task lr):
-  * mnist1d_mlp with seeds 0, 1, 2;
-  * the 2-D surfaces beale, long_valley, saddle, rosenbrock with seed 0 (they have no randomness:
-    every seed gives the same run).
+The sweep, through bench.run --config with the sweep files in scripts/sweeps/ (constant,
+exponential, staircase and piecewise schedules, every optimizer at its documented per-task lr):
+  * reference_mnist1d_mlp.toml: mnist1d_mlp with seeds 0, 1, 2;
+  * reference_surfaces.toml: the 2-D surfaces beale, long_valley, saddle, rosenbrock with seed 0
+    (they have no randomness: every seed gives the same run).
 Then bench.plot's figures for train loss, test loss and test accuracy, and the trajectory figures
 of scripts/plot_trajectories.py (tuned lrs, and every optimizer at lr 0.01), into DIR/figures;
 DIR/README.md records the command, versions, machine and how long each stage took.
 
-The fair comparison (issue 6), on mnist1d_mlp with the constant and staircase schedules, 3 seeds:
-every optimizer at one shared lr (0.01) in DIR/fair/shared, and at its own grid-tuned lr
-(bench.run --lr grid: 13 lrs from 1e-5 to 10 on seed 0, best final test accuracy) in
-DIR/fair/tuned (with tuning.csv: every grid point); each with bench.plot's figures (test accuracy;
-the tuned one adds the LR-sensitivity figure and the performance profile), and side by side in
-DIR/fair/comparison.md and DIR/fair/comparison_test_acc.png.
+The fair comparison, on mnist1d_mlp with the constant and staircase schedules, 3 seeds: every
+optimizer at one shared lr (0.01; reference_fair_shared.toml) in DIR/fair/shared, and at its own
+grid-tuned lr (reference_fair_tuned.toml, bench.run --lr grid: 13 lrs from 1e-5 to 10 on seed 0,
+best final test accuracy) in DIR/fair/tuned (with tuning.csv: every grid point); each with
+bench.plot's figures (test accuracy; the tuned one adds the LR-sensitivity figure and the
+performance profile), and side by side in DIR/fair/comparison.md and comparison_test_acc.png.
 
 Nothing is written into DIR until everything has finished: the work happens in a staging store
 next to it (DIR's parent/.DIR-staging, kept if interrupted, so a rerun resumes there), which then
@@ -42,25 +42,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without
 
 from bench import plot as bench_plot
 from bench import run as bench_run
+from bench import sweepfile
 
 REPO = Path(__file__).resolve().parents[1]
+SWEEP_FILES = REPO / "scripts" / "sweeps"
 
-SCHEDULES = "constant,exponential,staircase,piecewise"
-SURFACES = "beale,long_valley,saddle,rosenbrock"
-SWEEPS = (  # (tasks, bench.run --seeds, extra arguments)
-    ("mnist1d_mlp", "3", ()),
-    (SURFACES, "1", ()),
-)
-TINY_SWEEPS = (  # the same pipeline, short: for testing the script
-    ("mnist1d_mlp", "2", ("--steps", "40", "--eval-every", "20")),
-    (SURFACES, "1", ("--steps", "20")),
-)
-SHARED_LR = "0.01"  # the trajectories' "similar hyperparameters" figure: every optimizer at it
-FAIR_TASK, FAIR_SCHEDULES = "mnist1d_mlp", "constant,staircase"
-FAIR = (("shared", ("--lr", SHARED_LR)), ("tuned", ("--lr", "grid")))  # (store, bench.run --lr)
-FAIR_SEEDS, TINY_FAIR_SEEDS = "3", "2"
-TINY_FAIR = {"shared": ("--steps", "40", "--eval-every", "20"),
-             "tuned": ("--steps", "40", "--eval-every", "20", "--lr-grid", "1e-3:1:4")}  # fmt: skip
+SWEEPS = ("reference_mnist1d_mlp.toml", "reference_surfaces.toml")  # into DIR
+FAIR = {"shared": "reference_fair_shared.toml", "tuned": "reference_fair_tuned.toml"}  # DIR/fair/
+TINY = {  # flags over each file: the same pipeline in about a minute, for testing the script
+    "reference_mnist1d_mlp.toml": ("--seeds", "2", "--steps", "40", "--eval-every", "20"),
+    "reference_surfaces.toml": ("--steps", "20"),
+    "reference_fair_shared.toml": ("--seeds", "2", "--steps", "40", "--eval-every", "20"),
+    "reference_fair_tuned.toml": ("--seeds", "2", "--steps", "40", "--eval-every", "20",
+                                  "--lr-grid", "1e-3:1:4"),
+}  # fmt: skip
+_SHARED = sweepfile.read(SWEEP_FILES / FAIR["shared"])
+FAIR_TASK = _SHARED["task"]
+SHARED_LR = f"{_SHARED['lr']:g}"  # also the trajectories' "similar hyperparameters" figure's lr
 METRICS = ("test_acc", "test_loss", "train_loss")  # the last one's summary.md is kept
 
 
@@ -149,7 +147,13 @@ def provenance(args: argparse.Namespace, timings: list[tuple[str, float]]) -> st
                 break
     except OSError:
         pass
-    sweeps = TINY_SWEEPS if args.tiny else SWEEPS
+
+    def files(names) -> list[str]:
+        return [
+            f"  * scripts/sweeps/{name} {' '.join(TINY[name]) if args.tiny else ''}".rstrip()
+            for name in names
+        ]
+
     lines = [
         "# Reference results",
         "",
@@ -160,21 +164,10 @@ def provenance(args: argparse.Namespace, timings: list[tuple[str, float]]) -> st
         f"* date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit {commit}",
         f"* machine: {cpu}, {os.cpu_count()} CPU cores, bench.run --jobs {args.jobs}",
         f"* torch {torch.__version__}, Python {platform.python_version()}",
-        "* sweeps (every optimizer, schedules " + SCHEDULES.replace(",", ", ") + "):",
-        *[
-            f"  * {tasks}: --seeds {seeds} {' '.join(extra)}".rstrip()
-            for tasks, seeds, extra in sweeps
-        ],
-        *(
-            []
-            if args.no_fair
-            else [
-                f"* fair comparison (fair/): {FAIR_TASK}, schedules "
-                + FAIR_SCHEDULES.replace(",", ", ")
-                + f", --seeds {TINY_FAIR_SEEDS if args.tiny else FAIR_SEEDS}: "
-                + "; ".join(f"{name}: {' '.join(lr)}" for name, lr in FAIR)
-            ]
-        ),
+        "* sweeps (bench.run --config FILE [flags]):",
+        *files(SWEEPS),
+        *([] if args.no_fair else ["* fair comparison (fair/shared, fair/tuned):"]),
+        *([] if args.no_fair else files(FAIR.values())),
         "",
         "| stage | wall time |",
         "|---|---:|",
@@ -203,10 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resuming in {staging} (finished runs are skipped)")
 
     timings: list[tuple[str, float]] = []
-    common = ["--optim", "all", "--sched", SCHEDULES, "--device", "cpu", "--jobs", args.jobs]
-    for tasks, seeds, extra in TINY_SWEEPS if args.tiny else SWEEPS:
-        argv_run = [*common, "--task", tasks, "--seeds", seeds, *extra, "--out", str(staging)]
-        _stage(f"bench.run {tasks}", timings, lambda a=argv_run: bench_run.main(a))
+
+    def sweep(name: str, store: Path) -> list[str]:  # bench.run's arguments
+        config = ["--config", str(SWEEP_FILES / name), *(TINY[name] if args.tiny else ())]
+        return [*config, "--jobs", args.jobs, "--out", str(store)]
+
+    for name in SWEEPS:
+        argv_run = sweep(name, staging)
+        _stage(f"bench.run {name}", timings, lambda a=argv_run: bench_run.main(a))
     figures_dir = staging / "figures"
     for metric in METRICS:
         argv_plot = ["--results", str(staging), "--out", str(figures_dir), "--metric", metric]
@@ -220,13 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
     fair = staging / "fair"
     if not args.no_fair:
-        for name, lr_args in FAIR:
+        for name, file in FAIR.items():
             store = fair / name
-            argv_run = ["--optim", "all", "--sched", FAIR_SCHEDULES, "--task", FAIR_TASK]
-            argv_run += ["--seeds", TINY_FAIR_SEEDS if args.tiny else FAIR_SEEDS, *lr_args]
-            argv_run += [*(TINY_FAIR[name] if args.tiny else ()), "--device", "cpu"]
-            argv_run += ["--jobs", args.jobs, "--out", str(store)]
-            stage = f"bench.run {FAIR_TASK} {name} lr"
+            stage = f"bench.run {file}"
+            argv_run = sweep(file, store)
             _stage(stage, timings, lambda a=argv_run: bench_run.main(a))
             argv_plot = ["--results", str(store), "--out", str(store / "figures")]
             argv_plot += ["--metric", "test_acc"]

@@ -262,7 +262,10 @@ BAD = [
     (["--eval-every", "0"], "--eval-every must be a positive integer"),
     (["--jobs", "0"], "--jobs must be a positive integer"),
     (["--threads", "two"], "--threads must be a positive integer"),
-    (["--opt-arg", "momentum"], "--opt-arg expects key=value, got 'momentum'"),
+    (
+        ["--opt-arg", "momentum"],
+        "--opt-arg expects key=value or OPTIMIZER:key=value, got 'momentum'",
+    ),
     (["--opt-arg", "=3"], "--opt-arg expects key=value"),
     (["--opt-arg", "betas=(0.9,"], "is not a Python literal"),
     (["--opt-arg", "momentum=0.9"], "momentum"),  # adam does not accept it: the registry says so

@@ -64,6 +64,8 @@ def execute(
     """Run the pending configs, adding each record to the store as it finishes (with the fields of
     ``extra[run_id]``: how its lr was chosen, its target). ``label`` prefixes the per-run lines.
     Returns the count of each status (and of the skipped runs)."""
+    if pending:
+        executor.start()  # its errors (no cluster, too few CPUs) come before any progress bar
     counts = {"ok": 0, "diverged": 0, "failed": 0, "skipped": skipped}
     total = len(pending) + skipped
     bars = show_bars(quiet)
