@@ -9,6 +9,7 @@ Images stay uint8 until they reach the run's device; normalisation happens there
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -83,12 +84,29 @@ def prepare_mnist1d(data_dir: str | os.PathLike) -> Path:
     path = mnist1d_cache_path(data_dir)
     if path.exists():
         return path
-    arrays = _generate_mnist1d()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_writable(path.parent)  # before generating, so an unusable folder fails at once
+        np.savez(tmp, **_generate_mnist1d())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        where = path.parent
+        raise DataMissingError(
+            f"cannot write mnist1d to {where} ({e.strerror}); {_CHOOSE}"
+        ) from None
     return path
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder / f".probe.{os.getpid()}.tmp"
+    probe.write_bytes(b"")
+    probe.unlink()
+
+
+_CHOOSE = f"choose a writable folder with --data-dir or ${DATA_ENV}"
 
 
 @lru_cache(maxsize=4)
@@ -117,6 +135,7 @@ TORCHVISION = {
         (0.24703223, 0.24348513, 0.26158784),
     ),
 }
+TRAIN_SIZES = {"MNIST": 60_000, "FashionMNIST": 60_000, "CIFAR10": 50_000}  # the published splits
 
 
 def _dataset(name: str, data_dir: str, train: bool, download: bool):
@@ -125,6 +144,10 @@ def _dataset(name: str, data_dir: str, train: bool, download: bool):
     cls = getattr(tvd, TORCHVISION[name][0])
     try:
         return cls(root=data_dir, train=train, download=download)
+    except OSError as e:  # a data folder that is a file, read-only, or under /proc
+        raise DataMissingError(
+            f"cannot read or download {name} in {data_dir} ({e.strerror}); {_CHOOSE}"
+        ) from None
     except RuntimeError as e:  # torchvision: "Dataset not found ..." / "... corrupted"
         where = Path(data_dir) / TORCHVISION[name][1]
         how = (
@@ -154,6 +177,14 @@ def load_torchvision(name: str, data_dir: str) -> ArrayData:
     x, y = split(True)
     xt, yt = split(False)
     return ArrayData(x, y, xt, yt)
+
+
+def train_size(dataset: str, data_dir: str | os.PathLike) -> int:
+    """The number of training samples of a prepared data set (mnist1d: read from its cache;
+    torchvision's: the published split sizes)."""
+    if dataset == "mnist1d":
+        return len(load_mnist1d(str(data_dir)).y_train)
+    return TRAIN_SIZES[dataset]
 
 
 def normalise(name: str, x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,18 @@ DEFAULT_RESULTS = Path("results/runs")  # the runner's default --out
 CURVE_COLUMNS = ("run_id", "task", "optim", "sched", "seed", "step", "lr", "elapsed_s")
 SUMMARY_COLUMNS = ("run_id", "task", "optim", "sched", "seed", "lr0", "steps", "status")
 TEXT_COLUMNS = {"run_id": str, "task": str, "optim": str, "sched": str, "status": str}
+# Columns that bench.run writes as numbers (checked when present, so a hand-edited table fails
+# with one line before any figure is written).
+NUMERIC_COLUMNS = {
+    "summary.csv": (
+        "seed", "lr0", "steps", "final_train_loss", "final_test_loss", "final_test_acc",
+        "best_test_acc", "diverged_at_step", "wall_s", "steps_per_s", "batch_size", "warmup",
+        "threads", "steps_done", "lr_tuned", "target", "steps_to_target", "time_to_target",
+    ),
+    "curves.csv": (
+        "seed", "step", "lr", "train_loss", "test_loss", "test_acc", "elapsed_s", "x", "y", "lr0",
+    ),
+}  # fmt: skip
 
 
 class StoreError(ValueError):
@@ -91,7 +104,25 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise StoreError(f"{path} is not a bench.run table: no column(s) {', '.join(missing)}")
+    for column in NUMERIC_COLUMNS.get(path.name, ()):
+        if column in table.columns:
+            table[column] = _numbers(table[column], path, column)
     return table
+
+
+def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """The column as numbers; StoreError naming the first cell that is not a number."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any():
+        row = int(np.argmax(bad.to_numpy()))
+        text = str(values.iloc[row])
+        text = text if len(text) <= 40 else text[:40] + "..."
+        raise StoreError(
+            f"{path}: column {column} must hold numbers, but line {row + 2} has '{text}'; "
+            "restore the file written by bench.run"
+        )
+    return numbers
 
 
 def load_store(results: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -141,6 +172,20 @@ def _has_values(curves: pd.DataFrame, column: str) -> bool:
     return bool(np.isfinite(curves[column].astype(float)).any())
 
 
+def save_figure(fig, path: Path) -> None:
+    """Write a figure to a temporary file and move it into place (never a half-written file);
+    the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
 def plot_task(
     task: str, curves: pd.DataFrame, summary: pd.DataFrame, args: argparse.Namespace
 ) -> tuple[list[Path], str]:
@@ -160,11 +205,11 @@ def plot_task(
     )  # fmt: skip
     suffix = "_time" if args.x == "time" else ""
     paths.append(out / f"{task}_convergence_{args.metric}{suffix}.{args.format}")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1])
 
     fig = figures.lr_grid(task_curves, runs, title=f"{task}: effective learning rate ({about})")
     paths.append(out / f"{task}_lr.{args.format}")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1])
 
     metrics = [m for m in figures.METRICS if _has_values(task_curves, m)]
     per_run = figures.run_metrics(task_curves, runs, metrics)
@@ -172,7 +217,7 @@ def plot_task(
         per_run, args.metric, title=f"{task}: final {metric_name} (mean over seeds; {about})"
     )
     paths.append(out / f"{task}_heatmap_{args.metric}.{args.format}")
-    fig.savefig(paths[-1], dpi=120)
+    save_figure(fig, paths[-1])
 
     table = figures.summary_table(per_run, metrics, sort_metric=args.metric)
     section = (
@@ -218,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(section)
     written += profiles.write_figures(args.results, args.out, summary, tasks, args.format)
     report = f"# Results: {args.results}\n\n" + "\n".join(sections)
-    (args.out / "summary.md").write_text(report, encoding="utf-8")
+    tmp = args.out / f".summary.md.{os.getpid()}.tmp"
+    tmp.write_text(report, encoding="utf-8")
+    os.replace(tmp, args.out / "summary.md")
     print(report)
     print(f"wrote {len(written)} figures and summary.md to {args.out}")
     return 0

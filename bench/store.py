@@ -1,22 +1,32 @@
 """The result store, and the only code that writes files.
 
     DIR/runs/<run_id>.json   one record per finished run (the source of truth), written atomically
+    DIR/runs/corrupt/        records that could not be used, set aside (their runs are redone)
     DIR/summary.csv          one row per run, rebuilt from the records
     DIR/curves.csv           one row per logged step per run (long format)
-    DIR/.lock                held (flock) by the bench.run that is using the store
     DIR/lr_search/, DIR/lr_search.csv   the probes of `--lr search` (a store of their own) and
                                         their table, one row per probe
     DIR/tuning/, DIR/tuning.csv         the grid runs of `--lr grid` and their table
 
+Opening a store only reads: it loads the records, checks that every row of the tables belongs to
+one of them, and locks the folder (flock on the folder itself, so no file appears). A store whose
+tables hold rows without a record (CSV files sent on their own, records deleted) is refused with
+StoreError, because rebuilding its tables would drop those rows. Writing starts with
+``check_writable`` (or the first ``add``): it creates the folders, proves that the longest path the
+store writes can be created, and moves unusable records to ``runs/corrupt/``. So a command that
+stops before its first run leaves the store byte for byte as it was.
+
 Every write goes to a temporary file in the same folder and is moved into place with os.replace,
 so a reader, a crash or kill -9 sees either the old file or the new one. A record is written only
-when its run has finished; the CSV files are rebuilt from the records when a store is opened, so
-anything a crash left behind heals on the next command.
+when its run has finished; the tables are rebuilt from the records after each record and when the
+command ends, so anything a crash left behind heals on the next command. A failed write (a full
+disk) raises StoreWriteError naming the file; what was written before it stays whole.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -49,11 +59,27 @@ DONE = ("ok", "diverged")  # a failed run is retried by the next command
 
 
 class StoreError(RuntimeError):
-    """The store cannot be used (not writable, or in use by another bench.run)."""
+    """The store cannot be used: not writable, in use by another bench.run, or holding rows that
+    its records cannot rebuild. Raised before anything of the store changed."""
+
+
+class StoreWriteError(StoreError):
+    """A write failed while the store was in use (no space left, I/O error); the files written
+    before it are whole."""
+
+
+# Each sub-store (a folder of its own) and the table it keeps in its parent folder.
+SUBSTORES = {"lr_search": tuning.probe_table, "tuning": tuning.tuning_table}
+STATUSES = ("ok", "diverged", "failed")
+CORRUPT = "corrupt"  # runs/corrupt/: the records set aside
+_RUN_ID = "0" * 12  # as long as a run id (bench.train: 12 hex digits)
+_CONFIG_TYPES: dict[str, Any] = {
+    "task": str, "optim": str, "sched": str, "seed": int, "steps": int, "lr": (int, float),
+}  # fmt: skip
 
 
 def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_path(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -65,6 +91,71 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _write_error(path: Path, e: OSError) -> StoreWriteError:
+    if e.errno == errno.ENOSPC:
+        return StoreWriteError(f"no space left on device while writing {path}")
+    if e.errno == errno.EDQUOT:
+        return StoreWriteError(f"disk quota exceeded while writing {path}")
+    return StoreWriteError(f"cannot write {path}: {e.strerror or e}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def record_problem(record: Any, run_id: str) -> str | None:
+    """Why a parsed record file named ``<run_id>.json`` cannot be used (None: it can)."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    if record.get("run_id") != run_id:
+        return f"its run_id {record.get('run_id')!r} is not its file name"
+    config = record.get("config")
+    if not isinstance(config, dict):
+        return "no config"
+    for key, kind in _CONFIG_TYPES.items():
+        value = config.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"config {key} is {value!r}"
+    if record.get("status") not in STATUSES:
+        return f"status {record.get('status')!r}"
+    summary, curves = record.get("summary"), record.get("curves")
+    if not isinstance(summary or {}, dict) or not isinstance(curves or {}, dict):
+        return "summary or curves is not a JSON object"
+    if any(v is not None and not _is_number(v) for v in (summary or {}).values()):
+        return "summary holds a value that is not a number"
+    columns = list((curves or {}).values())
+    if not all(isinstance(c, list) for c in columns) or len({len(c) for c in columns}) > 1:
+        return "curves of uneven length"
+    if any(v is not None and not _is_number(v) for c in columns for v in c):
+        return "curves hold a value that is not a number"
+    return None
+
+
+def table_run_ids(path: Path) -> set[str]:
+    """The run ids of a table's rows (none when the file does not exist); StoreError when it
+    cannot be read as a table with a run_id column."""
+    try:
+        ids = pd.read_csv(path, usecols=["run_id"], dtype=str)["run_id"]
+    except FileNotFoundError:
+        return set()
+    except pd.errors.EmptyDataError:
+        return set()
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StoreError(
+            f"cannot read {path}: {reason}; move it away or use another --out"
+        ) from None
+    except ValueError:  # usecols: no run_id column
+        raise StoreError(
+            f"{path} is not a bench.run table (no run_id column); move it away or use another --out"
+        ) from None
+    return set(ids.dropna())
 
 
 def lr_source(record: dict[str, Any]) -> str:
@@ -138,7 +229,11 @@ def curve_frame(record: dict[str, Any]) -> pd.DataFrame:
 
 
 class Store:
-    """A results folder: load the records, add finished ones, keep the CSV files in step."""
+    """A results folder: load the records, add finished ones, keep the tables in step.
+
+    ``open`` reads only; ``check_writable`` (or the first ``add``) starts writing. As a context
+    manager the store is opened for writing and its tables are rebuilt on a clean exit.
+    """
 
     def __init__(self, root: str | os.PathLike, index: tuple[Path, Any] | None = None) -> None:
         """``index``: (path, records -> DataFrame), one more table rebuilt with the CSV files
@@ -147,68 +242,226 @@ class Store:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.records: dict[str, dict[str, Any]] = {}
+        self.corrupt: dict[Path, str] = {}  # record files that cannot be used -> why
         self._curves: dict[str, pd.DataFrame] = {}
-        self._lock_file = None
-        self._last_write_s = 0.0
+        self._lock_fd: int | None = None
+        self._lock_file: Any = None
         self._next_write_at = 0.0
+        self._write_error: StoreWriteError | None = None
+        self.writable = False
         self.dirty = False
 
-    # -- opening ------------------------------------------------------------------------------
+    # -- opening (reads only) -----------------------------------------------------------------
 
     def open(self) -> Store:
-        """Create/check the folder, take the lock, load every record, rebuild the CSV files."""
-        try:
-            self.runs_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".probe.{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-            self._lock_file = open(self.root / ".lock", "a+")  # noqa: SIM115 (held until close)
-        except OSError as e:
-            raise StoreError(f"cannot write to --out {self.root}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise StoreError(
-                f"store {self.root} is in use by another bench.run; wait or use another --out"
-            ) from None
-        self._remove_stale_tmp()
-        self._load()
-        self.write_tables(force=True)
+        """Check the folder, take the lock, load the records and check that they account for
+        every row of the tables (and of the sub-stores' tables). Writes nothing."""
+        self._check_location()
+        if self.root.is_dir():
+            self._lock()
+            try:
+                self._load()
+                self._check_tables()
+                if self.index is None:
+                    for kind in SUBSTORES:
+                        self._check_sub(kind)
+            except BaseException:
+                self.close()
+                raise
         return self
 
     def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
 
     def __enter__(self) -> Store:
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
+        self.open()
         try:
-            if self.dirty:
+            self.check_writable()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            if exc_type is None:
                 self.write_tables(force=True)
+            elif self.dirty:
+                with contextlib.suppress(StoreError):
+                    self.write_tables(force=True)
         finally:
             self.close()
+
+    def _check_location(self) -> None:
+        """Refuse at once a --out that cannot become a writable folder (read-only test)."""
+        where = next(p for p in (self.root, *self.root.parents) if p.exists() or p == Path("."))
+        if not where.is_dir():
+            raise StoreError(f"cannot write to --out {self.root}: {where} is not a folder")
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot write to --out {self.root}: {where} is not writable")
+
+    def _lock(self) -> None:
+        """flock the folder itself; where the file system cannot (NFS emulates flock with
+        byte-range locks, which need a file open for writing), a .lock file in it."""
+        if self._lock_fd is not None or self._lock_file is not None:
+            return
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise StoreError(f"cannot open --out {self.root}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._lock_fd = fd
+            return
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise self._in_use() from None
+        try:
+            self._lock_file = open(self.root / ".lock", "a+")  # noqa: SIM115 (held until close)
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            self.close()
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise self._in_use() from None
+            raise StoreError(f"cannot lock --out {self.root}: {e.strerror or e}") from None
+
+    def _in_use(self) -> StoreError:
+        return StoreError(
+            f"store {self.root} is in use by another bench.run; wait or use another --out"
+        )
+
+    def _load(self, warn: bool = True) -> None:
+        """Load every usable record; note the others (set aside when writing starts)."""
+        for path in sorted(self.runs_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                problem = record_problem(record, path.stem)
+                if problem is None:  # everything the tables need from it must work
+                    summary_row(record)
+                    curves = curve_frame(record)
+                    if self.index is not None:
+                        self.index[1]([record])
+            except (OSError, ValueError, RecursionError) as e:
+                problem = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            except Exception as e:  # a shape that record_problem did not foresee
+                problem = f"{type(e).__name__}: {e}".splitlines()[0]
+            if problem is not None:
+                self.corrupt[path] = problem
+                if warn:
+                    print(
+                        f"bench.run: warning: unusable record {path} ({problem}); it is moved to "
+                        f"{self.runs_dir / CORRUPT} when the store is written, and its run redone",
+                        file=sys.stderr,
+                    )
+                continue
+            self.records[path.stem] = record
+            self._curves[path.stem] = curves
+
+    def _known_ids(self) -> set[str]:
+        """Run ids whose rows may leave the tables: the records, and the unusable ones (which
+        will be redone)."""
+        aside = (p.name.split(".")[0] for p in (self.runs_dir / CORRUPT).glob("*.json"))
+        return {*self.records, *(p.stem for p in self.corrupt), *aside}
+
+    def _tables(self) -> list[Path]:
+        tables = [self.root / "summary.csv", self.root / "curves.csv"]
+        return tables + ([self.index[0]] if self.index is not None else [])
+
+    def _check_tables(self) -> None:
+        known = self._known_ids()
+        for path in self._tables():
+            lost = sorted(table_run_ids(path) - known)
+            if lost:
+                raise StoreError(
+                    f"{path} has rows of {len(lost)} run(s) without a record in {self.runs_dir} "
+                    f"(e.g. {lost[0]}), which rebuilding it would drop; restore those records, "
+                    "or use another --out"
+                )
+
+    def _check_sub(self, kind: str) -> None:
+        folder, table = self.root / kind, self.root / f"{kind}.csv"
+        if folder.is_dir() or table.exists():
+            sub = Store(folder, index=(table, SUBSTORES[kind]))
+            sub._load(warn=False)
+            sub._check_tables()
+
+    # -- starting to write --------------------------------------------------------------------
+
+    def _longest_names(self) -> list[str]:
+        """The longest paths (relative to the root) that this store and its sub-stores write."""
+        pid = os.getpid()
+        names = [f"runs/.{_RUN_ID}.json.{pid}.tmp", f"runs/{CORRUPT}/{_RUN_ID}.999.json"]
+        if self.index is None:
+            names += [f"{kind}/{name}" for kind in SUBSTORES for name in names]
+        return names
+
+    def check_writable(self) -> None:
+        """Start writing: create the folders, prove that the longest path the store will write
+        can be created (a probe of that length, created and removed), lock, set unusable records
+        aside, remove stale temporary files. StoreError, with the store as it was, when it cannot.
+        """
+        if self.writable:
+            return
+        created: list[Path] = []
+        longest = max(self._longest_names(), key=len)
+        try:
+            for folder in reversed([self.runs_dir, self.root, *self.root.parents]):
+                if not folder.exists():
+                    folder.mkdir()
+                    created.append(folder)
+            self._lock()
+            probes = [_tmp_path(self.runs_dir / f"{_RUN_ID}.json")]  # as a record is written
+            probes.append(self.root / f".{'0' * (len(longest) - 5)}.tmp")  # as long as the longest
+            for probe in probes:
+                probe.write_bytes(b"")
+                probe.unlink()
+        except (OSError, StoreError) as e:
+            if self.root in created:
+                self.close()
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            if isinstance(e, StoreError):
+                raise
+            if e.errno == errno.ENAMETOOLONG:
+                where = self.root / longest
+                raise StoreError(
+                    f"--out {self.root} is too long: the store writes paths such as {where} "
+                    f"({len(str(where))} characters), beyond this system's limit; choose a "
+                    "shorter --out"
+                ) from None
+            raise StoreError(f"cannot write to --out {self.root}: {e.strerror or e}") from None
+        self._set_aside()
+        self._remove_stale_tmp()
+        self.writable = True
+
+    def _set_aside(self) -> None:
+        if not self.corrupt:
+            return
+        folder = self.runs_dir / CORRUPT
+        try:
+            folder.mkdir(exist_ok=True)
+            for path in self.corrupt:
+                target, n = folder / path.name, 0
+                while target.exists():
+                    n += 1
+                    target = folder / f"{path.stem}.{n}.json"
+                os.replace(path, target)
+        except OSError as e:
+            raise StoreError(f"cannot move unusable records to {folder}: {e.strerror}") from None
+        self.corrupt = {}
 
     def _remove_stale_tmp(self) -> None:
         for folder in (self.root, self.runs_dir):
             for p in folder.glob(".*.tmp"):
                 with contextlib.suppress(OSError):
                     p.unlink()
-
-    def _load(self) -> None:
-        for path in sorted(self.runs_dir.glob("*.json")):
-            try:
-                record = json.loads(path.read_text())
-                run_id = record["run_id"]
-                record["config"]["task"]  # a record without a config is not ours
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                print(f"bench.run: warning: ignoring unreadable {path}: {e}", file=sys.stderr)
-                continue
-            self.records[run_id] = record
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -217,10 +470,12 @@ class Store:
         return r is not None and r.get("status") in DONE
 
     def sub(self, kind: str) -> Store:
-        """The probe store (``lr_search``) or grid store (``tuning``) inside this one, opened (under
-        this store's lock); its table DIR/<kind>.csv is rebuilt with its CSV files."""
-        table = {"lr_search": tuning.probe_table, "tuning": tuning.tuning_table}[kind]
-        return Store(self.root / kind, index=(self.root / f"{kind}.csv", table)).open()
+        """The probe store (``lr_search``) or grid store (``tuning``) inside this one, opened (and
+        writable when this one is); its table DIR/<kind>.csv is rebuilt with its CSV files."""
+        sub = Store(self.root / kind, index=(self.root / f"{kind}.csv", SUBSTORES[kind])).open()
+        if self.writable:
+            sub.check_writable()
+        return sub
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -233,14 +488,24 @@ class Store:
         self.add({**record, **fields})
 
     def add(self, record: dict[str, Any]) -> None:
-        """Write the run's record, then the tables (throttled only for very large stores)."""
+        """Write the run's record, then the tables (throttled only for very large stores).
+        StoreWriteError when a write fails (the record, or the tables: then the record is kept
+        and the next command's tables include it)."""
+        self.check_writable()
         run_id = record["run_id"]
         data = json.dumps(record, indent=1, allow_nan=False).encode()
-        atomic_write_bytes(self.runs_dir / f"{run_id}.json", data)
+        self._write(self.runs_dir / f"{run_id}.json", data, fsync=True)
         self.records[run_id] = record
         self._curves.pop(run_id, None)
         self.dirty = True
         self.write_tables()
+
+    def _write(self, path: Path, data: bytes, fsync: bool) -> None:
+        try:
+            atomic_write_bytes(path, data, fsync=fsync)
+        except OSError as e:
+            self._write_error = self._write_error or _write_error(path, e)
+            raise self._write_error from None
 
     def summary_frame(self) -> pd.DataFrame:
         rows = [summary_row(r) for r in self.records.values()]
@@ -260,27 +525,24 @@ class Store:
         return df.sort_values([*SORT_KEYS, "step"], kind="stable").reset_index(drop=True)
 
     def write_tables(self, force: bool = False) -> None:
-        """Rewrite summary.csv and curves.csv atomically.
+        """Rewrite summary.csv and curves.csv atomically; nothing before writing started.
 
         Rewriting costs time proportional to the store; when one rewrite takes over 0.2 s the next
         waits until ten times that has passed (so it stays under ~10% of the sweep), and the final
         rewrite when the command ends is always done.
         """
         now = time.perf_counter()
-        if not force and now < self._next_write_at:
+        if not self.writable or (not force and now < self._next_write_at):
             return
-        atomic_write_bytes(
-            self.root / "summary.csv",
-            self.summary_frame().to_csv(index=False).encode(),
-            fsync=False,
+        self._write(
+            self.root / "summary.csv", self.summary_frame().to_csv(index=False).encode(), False
         )
-        atomic_write_bytes(
-            self.root / "curves.csv", self.curves_frame().to_csv(index=False).encode(), fsync=False
+        self._write(
+            self.root / "curves.csv", self.curves_frame().to_csv(index=False).encode(), False
         )
         if self.index is not None:
             path, table = self.index
-            data = table(self.records.values()).to_csv(index=False).encode()
-            atomic_write_bytes(path, data, fsync=False)
+            self._write(path, table(self.records.values()).to_csv(index=False).encode(), False)
         took = time.perf_counter() - now
         self._next_write_at = now + 10 * took if took > 0.2 else 0.0
         self.dirty = False

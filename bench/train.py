@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import json
 import math
 import platform
@@ -25,6 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -91,12 +93,34 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+@dataclass(frozen=True)
+class LogSteps:
+    """Which steps get a row of ``curves`` and which an evaluation, by arithmetic, so nothing
+    grows with the number of steps: step s is evaluated when eval_every divides it or s = steps,
+    and logged when it is evaluated or ceil(steps / MAX_LOG_POINTS) divides it."""
+
+    steps: int
+    eval_every: int
+
+    @cached_property
+    def log_every(self) -> int:
+        return max(1, math.ceil(self.steps / MAX_LOG_POINTS))
+
+    def is_eval(self, s: int) -> bool:
+        return s == self.steps or (self.eval_every > 0 and s % self.eval_every == 0)
+
+    def is_row(self, s: int) -> bool:
+        return s % self.log_every == 0 or self.is_eval(s)
+
+
 def row_steps(steps: int, eval_every: int) -> tuple[list[int], set[int]]:
-    """The logged steps (0, every ceil(steps/500), every eval step, the last) and the eval steps."""
-    log_every = max(1, math.ceil(steps / MAX_LOG_POINTS))
-    evals = set(range(0, steps + 1, eval_every)) | {steps} if eval_every > 0 else {steps}
-    rows = set(range(0, steps + 1, log_every)) | evals | {steps}
-    return sorted(rows), evals
+    """The logged steps (0, every ceil(steps/500), every eval step, the last) and the eval steps;
+    memory in proportion to the rows, not to the steps."""
+    log = LogSteps(steps, eval_every)
+    evals = [steps] if eval_every <= 0 else range(0, steps + 1, eval_every)
+    logged = range(0, steps + 1, log.log_every)
+    rows = list(dict.fromkeys(heapq.merge(logged, evals, [steps])))
+    return rows, {s for s in rows if log.is_eval(s)}
 
 
 def versions() -> dict[str, str]:
@@ -185,10 +209,7 @@ def _loop(config, device, curves, summary, record, progress) -> None:
     problem = task.build(config.seed, device, config.data_dir, config.batch_size)
     params = _check_problem(config.task, problem)
     opt, sched = make_optimizer(config, params)
-    rows, evals = row_steps(config.steps, config.eval_every)
-    is_row = [False] * (config.steps + 1)
-    for s in rows:
-        is_row[s] = True
+    log = LogSteps(config.steps, config.eval_every)
     bound = task.diverge_above
     group = opt.param_groups[0]
 
@@ -204,16 +225,16 @@ def _loop(config, device, curves, summary, record, progress) -> None:
             loss.backward()
             acc += loss.detach()
             n_acc += 1
-            if is_row[j] or j == 1:  # the lr this update uses (a tensor lr is read only here)
+            if j == 1 or log.is_row(j):  # the lr this update uses (a tensor lr is read only here)
                 lr_used = float(group["lr"])
             if j == 1:
                 first, first_lr = loss.detach().clone(), lr_used
             opt.step()
             sched.step()
-            if not is_row[j]:
+            if not log.is_row(j):
                 continue
         if j == 0:  # row 0 is measured before any update; its train loss is the first minibatch's
-            row0 = _measure(problem, j in evals)
+            row0 = _measure(problem, log.is_eval(j))
             continue
         mean_loss = (acc / n_acc).item()
         acc.zero_()
@@ -222,7 +243,7 @@ def _loop(config, device, curves, summary, record, progress) -> None:
         if row0 is not None:
             _append(curves, 0, first_lr, first.item(), row0, 0.0)
             row0 = None
-        m = _measure(problem, j in evals)
+        m = _measure(problem, log.is_eval(j))
         _append(curves, j, lr_used, mean_loss, m, elapsed)
         summary["steps_done"] = j
         summary["train_s"] = elapsed

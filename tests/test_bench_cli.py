@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -154,16 +155,21 @@ def test_divergence_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir, capsys
     assert rb["step"].max() == summary.loc["rosenbrock", "diverged_at_step"]
 
 
-def test_failed_run_exit_1_and_retried_on_rerun(tmp_path, data_dir, capsys):
+def test_failed_run_exit_1_and_retried_on_rerun(tmp_path, data_dir, capsys, monkeypatch):
+    def broken_model():
+        raise ValueError("the model cannot be built")
+
+    task = T.TASKS["mnist1d_logreg"]
+    monkeypatch.setitem(T.TASKS, task.name, dataclasses.replace(task, model=broken_model))
     out = tmp_path / "s"
-    argv = ["--task", "mnist1d_logreg,saddle", "--batch-size", "100000", "--steps", "5",
+    argv = ["--task", "mnist1d_logreg,saddle", "--steps", "5",
             "--out", str(out), "--data-dir", data_dir, "--quiet"]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "failed: ValueError: batch size 100000 exceeds the 4000 training samples" in err
+    assert "failed: ValueError: the model cannot be built" in err
     summary = pd.read_csv(out / "summary.csv").set_index("task")
     assert summary.loc["mnist1d_logreg", "status"] == "failed"
-    assert "exceeds" in summary.loc["mnist1d_logreg", "error"]
+    assert "cannot be built" in summary.loc["mnist1d_logreg", "error"]
     assert summary.loc["saddle", "status"] == "ok"  # the surface ignores the batch size
     saddle_json = next(p for p in (out / "runs").glob("*.json") if "saddle" in p.read_text())
     mtime = saddle_json.stat().st_mtime_ns
