@@ -16,7 +16,7 @@ from bench import data as D
 from bench import specs
 from bench import sweepfile as F
 from bench import tasks as T
-from bench import tuning as U
+from bench import validate as V
 from bench.executors import EXECUTORS
 from bench.plan import (
     DEFAULT_GRID,
@@ -26,7 +26,6 @@ from bench.plan import (
     make_plan,
     parse_gpus,
     parse_names,
-    parse_seeds,
     parse_specs,
     positive_float,
     positive_int,
@@ -58,6 +57,10 @@ def _checked(name: str, check: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _int(flag: str, allow_zero: bool = False) -> Callable[[str], int]:
     return _checked(flag, lambda text: positive_int(flag, text, allow_zero))
+
+
+def _steps(flag: str) -> Callable[[str], int]:
+    return _checked(flag, lambda text: V.integer(flag, text, maximum=V.MAX_STEPS))
 
 
 def _optim_names(text: str) -> list[str]:
@@ -120,10 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--seeds",
         default="1",
-        type=_checked("seeds", parse_seeds),
+        type=_checked("seeds", V.seeds),
         help="N (seeds 0..N-1) or a comma list such as 0,5,7 (default: 1)",
     )
-    a("--steps", type=_int("--steps"), help="optimizer steps per run (default: the task's)")
+    a("--steps", type=_steps("--steps"), help="optimizer steps per run (default: the task's)")
     a("--batch-size", type=_int("--batch-size"), help="minibatch size (default: the task's)")
     a(
         "--lr",
@@ -139,13 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a(
         "--probe-steps",
-        type=_int("--probe-steps"),
+        type=_steps("--probe-steps"),
         help="--lr search: steps per probe run (default: the run's steps, so the accepted probe "
         "is the first seed's run)",
     )
     a(
         "--lr-grid",
-        type=_checked("lr_grid", U.parse_grid),
+        type=_checked("lr_grid", V.lr_grid),
         help=f"--lr grid: LO:HI:N, N log-spaced lrs from LO to HI (default: {DEFAULT_GRID})",
     )
     a(
@@ -178,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a(
         "--eval-every",
-        type=_int("--eval-every"),
+        type=_steps("--eval-every"),
         help="test-set evaluation period in steps (default: the task's)",
     )
     a(
@@ -189,10 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--threads",
         default="1",
-        type=_int("--threads"),
+        type=_checked("threads", V.threads),
         help="torch CPU threads per run, fixed so the numbers do not depend on --jobs (default: 1)",
     )
-    a("--out", default=DEFAULT_OUT, help=f"result store folder (default: {DEFAULT_OUT})")
+    a(
+        "--out",
+        default=DEFAULT_OUT,
+        type=_checked("out", V.out_dir),
+        help=f"result store folder (default: {DEFAULT_OUT})",
+    )
     a("--data-dir", help=f"data sets folder (default: ${D.DATA_ENV} or ~/.cache/optbench/data)")
     a("--download", action="store_true", help="download missing torchvision data sets (internet)")
     a(

@@ -9,6 +9,7 @@ against tasks, constructor arguments against every optimizer and schedule). Anyt
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import torch
 from bench import data as D
 from bench import tasks as T
 from bench import tuning as U
+from bench import validate as V
 from bench.specs import OptimizerSpec, resolve_optimizer, split_opt_args
 from bench.train import RunConfig
 
@@ -310,6 +312,7 @@ def make_plan(o: Any) -> Plan:
         if key.rpartition(":")[2] == "lr":
             raise UsageError(f"--opt-arg {key}=...: give the learning rate with --lr")
     per_optim = usage(split_opt_args, opt_args, optims)
+    V.sweep_size(len(tasks) * len(optims) * len(o.sched), len(o.seeds), len(mode.grid))
     device = resolve_device(o.device)
     executor = make_executor_options(o, device)
     data_dir = str(Path(o.data_dir).expanduser()) if o.data_dir else str(D.default_data_dir())
@@ -355,7 +358,9 @@ def make_plan(o: Any) -> Plan:
                         opt_args=per_optim[spec.spec],
                         sched_args=per_sched[sched],
                         warmup=o.warmup,
-                        eval_every=o.eval_every or min(task.eval_every or n_steps, n_steps),
+                        eval_every=V.eval_period(
+                            o.eval_every, task.eval_every or n_steps, n_steps, name
+                        ),
                         device=device,
                         threads=o.threads,
                         data_dir=data_dir,
@@ -429,13 +434,31 @@ def check_optimizers(
         lr = next(lr for (_, name), (lr, _) in lrs.items() if name == spec.spec)
         dummy = [torch.zeros(1, requires_grad=True)]
         kwargs = per_optim[spec.spec]
+        V.check_kwargs("--opt-arg", spec.spec, keyword_defaults(spec), kwargs)
         try:
             if spec.origin == "builtin":
                 optimizers.create(spec.spec, dummy, lr=lr, **kwargs)
             else:
                 spec.create(dummy, lr=lr, **kwargs)
-        except (ValueError, TypeError) as e:
-            raise UsageError(first_line(e)) from None
+        except Exception as e:  # any refusal of the constructor is a bad value
+            given = " ".join(f"{k}={v!r}" for k, v in kwargs.items()) or spec.spec
+            raise UsageError(f"--opt-arg {given}: {first_line(e)}") from None
+
+
+def keyword_defaults(spec: OptimizerSpec) -> dict[str, Any]:
+    """The defaults of an optimizer's constructor keywords (a registry name's own first): the
+    kind each --opt-arg value must have."""
+    import optimizers
+
+    found = {}
+    try:
+        params = inspect.signature(spec.cls).parameters.values()
+        found = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    except (TypeError, ValueError):  # a signature Python cannot read: the constructor judges
+        pass
+    if spec.origin == "builtin":
+        found.update(optimizers.defaults(spec.spec))
+    return found
 
 
 def split_sched_args(
@@ -444,7 +467,6 @@ def split_sched_args(
     """Each schedule's constructor arguments: ``NAME:key`` to that schedule only, an unprefixed
     ``key`` to every schedule that takes it (an error when none does); each schedule is then
     built once per run length, so a bad value stops the command before the sweep starts."""
-    import optimizers
     import schedulers
 
     accepted = {name: set(schedulers.defaults(name, lengths[0])) for name in scheds}
@@ -472,10 +494,5 @@ def split_sched_args(
     for name, kwargs in prefixed.items():
         out[name].update(kwargs)
     for name in scheds:
-        for n in lengths:
-            dummy = optimizers.create("sgd", [torch.zeros(1, requires_grad=True)], lr=0.1)
-            try:
-                schedulers.create(name, dummy, n, warmup_steps=warmup, **out[name])
-            except (ValueError, TypeError) as e:
-                raise UsageError(first_line(e)) from None
+        V.check_schedule(name, lengths, warmup, out[name])
     return out

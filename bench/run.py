@@ -24,6 +24,7 @@ from bench import cli
 from bench import data as D
 from bench import store as S
 from bench import tasks as T
+from bench import validate as V
 from bench.driver import PROG
 from bench.driver import execute as execute_runs
 from bench.executors import make_executor
@@ -38,7 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plan = cli.parse(argv)
         return 0 if plan is None else run(plan)
-    except UsageError as e:
+    except S.StoreWriteError as e:  # a full disk: the runs reported finished are kept
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except (UsageError, V.ArgumentError, S.StoreError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the sweep started (planning, data preparation)
@@ -80,6 +84,8 @@ def execute(plan: Plan) -> Outcome:
         need = [c for c in configs if mode.tuned or plan.force or not store.is_done(c.run_id)]
         for name in dict.fromkeys(c.task for c in need):
             prepare(name, need[0].data_dir, plan.download)
+        V.batch_fits(need)
+        store.check_writable()  # the store's first write: every usage error is behind us
         choice = {
             c.run_id: {"source": plan.lr_sources.get(c.run_id, mode.source), "lr": c.lr}
             for c in configs

@@ -24,7 +24,6 @@ runs. Every failure is a ``ValueError`` with a one-line message.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import importlib
 import importlib.metadata as metadata
@@ -38,6 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+
+from bench.validate import literal
 
 OPTIMIZER_GROUP = "optbench.optimizers"
 TASK_GROUP = "optbench.tasks"
@@ -444,13 +445,7 @@ def parse_opt_args(
         prefix, _, name = key.rpartition(":")
         if not sep or not name.isidentifier() or (":" in key and not prefix):
             raise ValueError(f"{flag} expects key=value or {prefix}:key=value, got '{item}'")
-        try:
-            out[key] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise ValueError(
-                f"{flag} {key}: '{value}' is not a Python literal (numbers, True/False, "
-                "tuples, quoted strings)"
-            ) from None
+        out[key] = literal(flag, key, value)
     return out
 
 

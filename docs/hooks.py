@@ -18,9 +18,7 @@ def on_files(files: Files, config) -> Files:
     for path in sorted((REPO / "results").rglob("*")):
         if path.suffix in SERVED and path.is_file():
             rel = path.relative_to(REPO).as_posix()
-            files.append(
-                File(rel, str(REPO), config["site_dir"], config["use_directory_urls"])
-            )
+            files.append(File(rel, str(REPO), config["site_dir"], config["use_directory_urls"]))
     return files
 
 
