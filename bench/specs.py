@@ -442,8 +442,8 @@ def parse_opt_args(
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
-        prefix, _, name = key.rpartition(":")
-        if not sep or not name.isidentifier() or (":" in key and not prefix):
+        owner, _, name = key.rpartition(":")
+        if not sep or not name.isidentifier() or (":" in key and not owner):
             raise ValueError(f"{flag} expects key=value or {prefix}:key=value, got '{item}'")
         out[key] = literal(flag, key, value)
     return out
