@@ -188,8 +188,14 @@ class Optimizer(torch.optim.Optimizer):
                 continue
             if grad.is_sparse and self.sparse_error is not None:
                 raise RuntimeError(self.sparse_error)
-            state = self.state[p]
-            self._init_state(p, group, state)
+            state = self.state.get(p)
+            if state is None:  # (no entry for a param without state, as in torch's SGD)
+                state = {}
+                self._init_state(p, group, state)
+                if state:
+                    self.state[p] = state
+            else:
+                self._init_state(p, group, state)
             params.append(p)
             grads.append(grad)
             for key, values in zip(self.state_keys, states, strict=True):

@@ -33,7 +33,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch._inductor.runtime import cache_dir_utils
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 #: graphs kept per update function (dynamo's default of 8 is shared by every optimizer using
@@ -137,6 +136,8 @@ def private_cache_dir() -> str:
     setting: where that one fails the check, header precompilation is switched off.
     """
     global _cache_checked
+    from torch._inductor.runtime import cache_dir_utils  # (slow to import: only when compiling)
+
     default = cache_dir_utils.default_cache_dir()
     if not _private(default):
         torch._inductor.config.cpp_cache_precompile_headers = False
