@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterable
+from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -19,6 +21,8 @@ from torch import Tensor
 from torch.optim.optimizer import _default_to_fused_or_foreach, _get_scalar_dtype
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
+
+_SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
 
 #: implementation switches: constructor arguments and group keys, but not hyperparameters
 FLAGS = ("foreach", "fused", "capturable", "differentiable")
@@ -154,8 +158,17 @@ class Optimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        for group in state_dict["param_groups"]:  # before anything changes
+        """torch's ``load_state_dict``, refusing first (before anything changes) switches that
+        have no implementation here and state tensors whose shape is not their param's."""
+        for group in state_dict["param_groups"]:
             check_flags(type(self).__name__, group)
+        saved = chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        params = chain.from_iterable(g["params"] for g in self.param_groups)
+        # (torch's own checks of the group counts and sizes follow)
+        for index, (key, p) in enumerate(zip(saved, params, strict=False)):
+            for name, value in state_dict["state"].get(key, {}).items():
+                if name != "step" and isinstance(value, Tensor) and value.shape != p.shape:
+                    raise ValueError(self._mismatch(index, name, value, p))
         super().load_state_dict(state_dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -178,10 +191,11 @@ class Optimizer(torch.optim.Optimizer):
         """The group's params that have a gradient, their gradients, and one list per key of
         ``state_keys`` (``None`` where a param lacks that entry), creating missing state.
 
-        Every state tensor is checked against its param: a state of another shape, dtype or
-        device (a checkpoint of another model, a hand edit) is a ValueError on every path."""
-        params, grads = [], []
-        states: list[list] = [[] for _ in self.state_keys]
+        On the fused path every state tensor is checked against its param, every step: a
+        compiled graph would compute with a state of another shape or dtype (put there by
+        hand) where torch's eager ops raise."""
+        params, grads, rows = [], [], []
+        keys = self.state_keys
         for p in group["params"]:
             grad = p.grad
             if grad is None:
@@ -198,23 +212,37 @@ class Optimizer(torch.optim.Optimizer):
                 self._init_state(p, group, state)
             params.append(p)
             grads.append(grad)
-            for key, values in zip(self.state_keys, states, strict=True):
-                value = state.get(key)
-                if key != "step" and isinstance(value, Tensor):
-                    self._check_state(p, key, value)
-                values.append(value)
+            rows.append([state.get(key) for key in keys])
+        states = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in keys]
+        if group["fused"]:
+            self._check_state(params, states)
         return params, grads, states
 
-    def _check_state(self, p: Tensor, key: str, value: Tensor) -> None:
-        if value.shape != p.shape or value.dtype != p.dtype or value.device != p.device:
-            index = next(
-                i for i, q in enumerate(q for g in self.param_groups for q in g["params"]) if q is p
-            )
-            raise ValueError(
-                f"{type(self).__name__}: state[{key!r}] of parameter {index} is "
-                f"{tuple(value.shape)} {value.dtype} on {value.device}, but the parameter is "
-                f"{tuple(p.shape)} {p.dtype} on {p.device} (a checkpoint of another model?)"
-            )
+    def _check_state(self, params: list[Tensor], states: list[list]) -> None:
+        """ValueError unless every state tensor (``step`` aside) has its param's shape and
+        dtype (a pass over attributes: cheap enough for every step)."""
+        shapes, dtypes = list(map(_SHAPE, params)), list(map(_DTYPE, params))
+        for key, values in zip(self.state_keys, states, strict=True):
+            if key == "step":
+                continue
+            try:
+                ok = list(map(_SHAPE, values)) == shapes and list(map(_DTYPE, values)) == dtypes
+            except AttributeError:  # None (an option off, a buffer not yet created) or floats
+                ok = False
+            if ok:
+                continue
+            for p, value in zip(params, values, strict=True):
+                if isinstance(value, Tensor) and (value.shape, value.dtype) != (p.shape, p.dtype):
+                    every = chain.from_iterable(g["params"] for g in self.param_groups)
+                    index = next(i for i, q in enumerate(every) if q is p)
+                    raise ValueError(self._mismatch(index, key, value, p))
+
+    def _mismatch(self, index: int, key: str, value: Tensor, p: Tensor) -> str:
+        return (
+            f"{type(self).__name__}: state[{key!r}] of parameter {index} is "
+            f"{tuple(value.shape)} {value.dtype}, but the parameter is {tuple(p.shape)} "
+            f"{p.dtype}; the state does not belong to this parameter (another model's?)"
+        )
 
     def _update(self, group: dict[str, Any], params: list, grads: list, states: list) -> None:
         """Run the functional update on the gathered lists."""

@@ -28,6 +28,7 @@ import stat
 import tempfile
 import warnings
 from collections.abc import Callable
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,28 +50,31 @@ def compiled(fn: Callable) -> Callable:
 def run(fn: Callable, *lists: list, lr: float, **options: Any) -> None:
     """``fn(*lists, lr=lr, **options)`` compiled: ``lists`` are the params, the grads and the
     state lists in ``fn``'s order. Entries ``fn`` creates in a state list (SGD's first
-    momentum buffer) are written back to the caller's list."""
-    params, grads = lists[0], lists[1]
-    check_inputs(params, grads, lists[2:])
+    momentum buffer) land in the caller's list."""
+    params, grads, *states = lists
+    check_inputs(params, grads, states)
     if not _cache_checked:
         private_cache_dir()
-    grads = [_materialized(g) for g in grads]
-    used = [list(x) if _is_tensor_list(x) else x for x in (params, grads, *lists[2:])]
+    if any(map(Tensor._is_zerotensor, grads)) or any(map(Tensor.is_neg, grads)):
+        grads = [_materialized(g) for g in grads]
     complex_params = [torch.is_complex(p) for p in params]
-    if any(complex_params):
-        for tensors in used:
-            if _is_tensor_list(tensors):
-                for i, t in enumerate(tensors):
-                    if t is not None and torch.is_complex(t):
-                        tensors[i] = torch.view_as_real(t)
+    if any(complex_params):  # real views, in copies of the lists
+        used = [[_real(t) for t in ts] if _is_tensor_list(ts) else ts for ts in lists]
+        used[1] = [_real(g) for g in grads]
+    else:
+        used = [params, grads, *states]
     lr_tensor = torch.tensor(float(lr), dtype=torch.float64)
     with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
         compiled(fn)(*used, lr=lr_tensor, **options)
-    for original, new in zip(lists[2:], used[2:], strict=True):
-        if _is_tensor_list(original):
+    if any(complex_params):
+        for original, new in zip(states, used[2:], strict=True):
             for i, (old, t) in enumerate(zip(original, new, strict=True)):
-                if old is None and t is not None:
+                if old is None and t is not None and _is_tensor_list(original):
                     original[i] = torch.view_as_complex(t) if complex_params[i] else t
+
+
+def _real(t: Any) -> Any:
+    return torch.view_as_real(t) if isinstance(t, Tensor) and torch.is_complex(t) else t
 
 
 def _is_tensor_list(value: Any) -> bool:
@@ -85,16 +89,33 @@ def _materialized(grad: Tensor) -> Tensor:
     return grad.resolve_neg() if grad.is_neg() else grad
 
 
+@functools.cache
+def _fused_devices() -> list[str]:
+    return _get_fused_kernels_supported_devices()
+
+
+def _fused_error(devices: list[str], p: Tensor) -> str:
+    return (
+        "`fused=True` requires all the params to be floating point Tensors of "
+        f"supported devices: {devices} but {p.dtype} and {p.device.type}"
+    )
+
+
+_IS_CPU, _IS_SPARSE, _DTYPE = attrgetter("is_cpu"), attrgetter("is_sparse"), attrgetter("dtype")
+
+
 def check_inputs(params: list[Tensor], grads: list[Tensor], states: tuple) -> None:
     """The fused path's refusals (see the module docstring), before anything changes."""
-    devices = _get_fused_kernels_supported_devices()
-    for p in params:
-        if p.device.type not in devices or not (p.is_floating_point() or p.is_complex()):
-            raise RuntimeError(
-                "`fused=True` requires all the params to be floating point Tensors of "
-                f"supported devices: {devices} but {p.dtype} and {p.device.type}"
-            )
-    if any(g.is_sparse for g in grads):
+    if not all(map(_IS_CPU, params)):
+        devices = _fused_devices()
+        for p in params:
+            if p.device.type not in devices:
+                raise RuntimeError(_fused_error(devices, p))
+    for dtype in set(map(_DTYPE, params)):
+        if not (dtype.is_floating_point or dtype.is_complex):
+            p = next(p for p in params if p.dtype == dtype)
+            raise RuntimeError(_fused_error(_fused_devices(), p))
+    if any(map(_IS_SPARSE, grads)):
         raise RuntimeError("fused=True does not support sparse gradients; use foreach=False")
     written = [t for ts in (params, *states) if _is_tensor_list(ts) for t in ts if t is not None]
     if len(set(map(id, written))) != len(written):
