@@ -114,14 +114,18 @@ def label_runs(summary: pd.DataFrame) -> pd.DataFrame:
     """Add ``label`` (what a line stands for) and ``color`` to the summary rows of one task.
 
     The label is the optimizer's name; when one optimizer was run with different settings in the
-    same store (e.g. two sweeps with different ``--lr``), the settings that differ are appended,
-    ``"adam lr0=0.01"``, so those runs are not averaged together; the colour stays the optimizer's.
+    same store (e.g. two sweeps with different ``--lr``), the settings that differ within one of its
+    schedules are appended to all its labels, ``"adam lr0=0.01"``, so those runs are not averaged
+    together; the colour stays the optimizer's. A setting that differs only between schedules (an
+    lr tuned per cell) splits nothing: runs of different schedules are never averaged together.
     """
     out = summary.copy()
     out["label"] = out["optim"]
+    cell = [out["optim"], out["sched"]] if "sched" in out.columns else out["optim"]
     for col in (c for c in VARIANT_COLUMNS if c in out.columns):
         text = out[col].map(_setting_text)
-        varies = text.groupby(out["optim"]).transform("nunique") > 1
+        within = text.groupby(cell).transform("nunique") > 1
+        varies = within.groupby(out["optim"]).transform("any")
         out.loc[varies, "label"] += " " + col + "=" + text[varies]
     colors = optimizer_palette(sorted(out["optim"].unique()))
     out["color"] = out["optim"].map(colors)
