@@ -37,13 +37,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from bench import figures, profiles, stats
 from bench.plot import StoreError, load_store
+
+if TYPE_CHECKING:  # plotly is imported where a figure is made: the statistics do not need it
+    import plotly.graph_objects as go
 
 DISPLAY_POINTS = 150  # steps drawn per curve; the statistics use every logged step
 PROFILE_TAUS = profiles.TAUS
@@ -83,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @dataclass
-class Store:
+class StoreTables:
     """A store's tables, labelled (one label per optimizer and setting, as bench.plot's)."""
 
     path: Path
@@ -100,7 +103,7 @@ class Store:
         return sorted(seeds.index, key=lambda t: (-seeds[t], t))
 
 
-def read_store(results: Path) -> Store:
+def read_store(results: Path) -> StoreTables:
     """Read a store (StoreError, one line, when it is missing, empty or unreadable)."""
     curves, summary = load_store(results)
     for metric in figures.METRICS:
@@ -124,7 +127,9 @@ def read_store(results: Path) -> Store:
     readme = None
     with contextlib.suppress(OSError, UnicodeDecodeError):
         readme = (results / "README.md").read_text(encoding="utf-8")
-    return Store(results, curves, runs.reset_index(drop=True), tuning, readme, _records(results))
+    return StoreTables(
+        results, curves, runs.reset_index(drop=True), tuning, readme, _records(results)
+    )
 
 
 def _records(results: Path) -> list[dict[str, Any]]:
@@ -144,7 +149,7 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def primary_metric(store: Store, task: str) -> str:
+def primary_metric(store: StoreTables, task: str) -> str:
     """The curve metric a task is judged by: test accuracy where it was measured, else the train
     loss (the 2-D surfaces), as the lr grid chooses."""
     curves = store.curves[store.curves["task"] == task]
@@ -162,7 +167,7 @@ class Statistics:
     robustness: pd.DataFrame | None = None
 
 
-def compute_statistics(store: Store) -> Statistics:
+def compute_statistics(store: StoreTables) -> Statistics:
     """bench.stats over the store, with the runs' labels as the competitors."""
     comparisons, rankings = stats.compare(store.runs.assign(optim=store.runs["label"]))
     budget = robustness = None
@@ -205,8 +210,11 @@ def survival(st: Statistics) -> pd.DataFrame:
                 "seeds_needed": rank["seeds_needed"].iloc[0] if len(rank) else math.nan,
             }
         )  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SURVIVAL_COLUMNS)
 
+
+SURVIVAL_COLUMNS = ["task", "sched", "metric", "optimizers", "seeds", "tested", "raw", "holm",
+                    "best", "group1", "top_two", "seeds_needed"]  # fmt: skip
 
 # ---------------------------------------------------------------------------- figures
 
@@ -234,7 +242,7 @@ def _panels(n: int) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
-def _subplots(titles: list[str], shared_y: bool = True):
+def _subplots(titles: list[str], shared_y: bool = True) -> tuple[go.Figure, int]:
     from plotly.subplots import make_subplots
 
     rows, cols = _panels(len(titles))
@@ -266,7 +274,7 @@ def _run_lines(
     return _f32(xs), _f32(ys), text
 
 
-def convergence_figure(store: Store, task: str, metric: str):
+def convergence_figure(store: StoreTables, task: str, metric: str) -> go.Figure:
     """Metric against step, a panel per schedule: per optimizer the mean over the ok seeds with its
     95% band (figures.convergence_data) and every run as a thin line whose hover names the run;
     diverged runs dashed, with an x where they stopped. Clicking a legend entry toggles an
@@ -370,7 +378,7 @@ def convergence_figure(store: Store, task: str, metric: str):
     return fig
 
 
-def heatmap_figure(store: Store, st: Statistics, task: str, metric: str):
+def heatmap_figure(store: StoreTables, st: Statistics, task: str, metric: str) -> go.Figure:
     """Optimizer x schedule grid of the final metric (mean over the ok seeds; figures.heatmap_table)
     with each optimizer's ranking group in its schedule; group 1 (not significantly different from
     the best) is outlined."""
@@ -414,15 +422,24 @@ def heatmap_figure(store: Store, st: Statistics, task: str, metric: str):
             hover_row.append(tip)
         text.append(text_row)
         hover.append(hover_row)
-    color = np.log10(z) if log_color else z
+    with np.errstate(divide="ignore", invalid="ignore"):
+        color = np.log10(z) if log_color else z
     better = "lower" if figures.is_loss(metric) else "higher"
+    shown = color[np.isfinite(color)]
+    limits = {}
+    if shown.size:  # Tukey's fences: one far-off optimizer does not wash out the others' colours
+        q1, q3 = np.percentile(shown, [25, 75])
+        lo, hi = max(shown.min(), q1 - 1.5 * (q3 - q1)), min(shown.max(), q3 + 1.5 * (q3 - q1))
+        # ... unless nearly all cells are equal: then the colours would magnify rounding noise
+        if lo < hi and hi - lo >= 0.1 * (shown.max() - shown.min()):
+            limits = {"zmin": float(lo), "zmax": float(hi)}
     colorbar = f"{'log10 ' if log_color else ''}final {figures.METRIC_LABELS[metric]}"
     fig = go.Figure(
         go.Heatmap(
             z=_f32(color), x=list(mean.columns), y=list(mean.index), text=text, customdata=hover,
             texttemplate="%{text}", hovertemplate="%{customdata}<extra></extra>",
             colorscale=HEATMAP_COLORS, reversescale=figures.is_loss(metric), xgap=2, ygap=2,
-            textfont={"color": "black"},
+            textfont={"color": "black"}, **limits,
             colorbar={"title": {"text": f"{colorbar}<br>({better} is better)"}},
         )
     )  # fmt: skip
@@ -437,7 +454,7 @@ def heatmap_figure(store: Store, st: Statistics, task: str, metric: str):
     return fig
 
 
-def sensitivity_figure(tuning: pd.DataFrame, task: str):
+def sensitivity_figure(tuning: pd.DataFrame, task: str) -> go.Figure:
     """The tuning metric against the grid lr (profiles.sensitivity_frame), a panel per schedule:
     diverged or failed points as x at the panel's bottom, the chosen lr as a star."""
     import plotly.graph_objects as go
@@ -484,7 +501,7 @@ def sensitivity_figure(tuning: pd.DataFrame, task: str):
     return fig
 
 
-def budget_figure(budget: pd.DataFrame, task: str):
+def budget_figure(budget: pd.DataFrame, task: str) -> go.Figure:
     """Expected best tuning score after k grid trials in a random order (stats.tuning_budget)."""
     import plotly.graph_objects as go
 
@@ -512,7 +529,7 @@ def budget_figure(budget: pd.DataFrame, task: str):
     return fig
 
 
-def profile_figure(store: Store):
+def profile_figure(store: StoreTables) -> go.Figure:
     """rho(tau) per competitor over the (task, schedule) cells (profiles.performance_profile)."""
     import plotly.graph_objects as go
 
@@ -579,6 +596,8 @@ def html_table(
 ) -> str:
     """A sortable table (click a header) with a select per filtered column; cells are
     (sort value, html)."""
+    if not rows:
+        return f'<p class="muted" id="{table_id}">{caption}: nothing to show here.</p>'
     defaults = defaults or {}
     selects = []
     for col, values in filters.items():
@@ -775,7 +794,7 @@ def equivalent_commands(runs: pd.DataFrame, out: str) -> list[tuple[str, int, bo
     return lines
 
 
-def provenance_html(store: Store, argv: list[str]) -> str:
+def provenance_html(store: StoreTables, argv: list[str]) -> str:
     runs = store.runs
     counts = runs.pivot_table(index="task", columns="status", values="run_id", aggfunc="count",
                               fill_value=0)  # fmt: skip
@@ -851,7 +870,7 @@ class Page:
 
     figures: list[tuple[str, str]] = field(default_factory=list)
 
-    def figure(self, fig, css: str = "fig") -> str:
+    def figure(self, fig: go.Figure, css: str = "fig") -> str:
         import plotly.io as pio
 
         fig.update_layout(**LAYOUT_BASE)
@@ -881,7 +900,9 @@ def _anchor(task: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in task)
 
 
-def task_section(store: Store, st: Statistics, cells: pd.DataFrame, task: str, page: Page) -> str:
+def task_section(
+    store: StoreTables, st: Statistics, cells: pd.DataFrame, task: str, page: Page
+) -> str:
     metric = primary_metric(store, task)
     final = f"final_{metric}"
     runs = store.runs[store.runs["task"] == task]
@@ -892,6 +913,13 @@ def task_section(store: Store, st: Statistics, cells: pd.DataFrame, task: str, p
         f'<p class="muted">{len(runs)} runs: {runs["label"].nunique()} optimizers × '
         f"{runs['sched'].nunique()} schedules × {n_seeds} seed{'s' * (n_seeds != 1)}; judged by "
         f"{METRIC_TEXT[final]}.</p>",
+    ]
+    if (runs["status"] == "failed").all():
+        errors = runs["error"].dropna().astype(str).unique()[:3] if "error" in runs else []
+        listed = "".join(f"<li><code>{html.escape(e[:300])}</code></li>" for e in errors)
+        note = '<p class="summary">Every run of this task failed: nothing to compare.</p>'
+        return "\n".join([*parts, note, f"<ul>{listed}</ul>" if listed else "", "</section>"])
+    parts += [
         _task_summary(cells[(cells["task"] == task) & (cells["metric"] == final)]),
         page.figure(convergence_figure(store, task, metric)),
         page.figure(heatmap_figure(store, st, task, metric)),
@@ -938,7 +966,7 @@ def _asset(name: str) -> str:
     return (ASSETS / name).read_text(encoding="utf-8")
 
 
-def render(store: Store, st: Statistics, argv: list[str]) -> str:
+def render(store: StoreTables, st: Statistics, argv: list[str]) -> str:
     """The whole page as one string."""
     from plotly.offline import get_plotlyjs
 
@@ -984,9 +1012,10 @@ def render(store: Store, st: Statistics, argv: list[str]) -> str:
         f"<title>{html.escape(title)}</title><style>{_asset('report.css')}</style></head><body>"
         f"<header><h1>{html.escape(title)}</h1><nav>{nav}</nav></header><main>{body}</main>"
         f'<script type="application/json" id="plotly-template">{_template_json()}</script>'
-        # the text and tables are painted before plotly.js (4.8 MB) is evaluated
-        f"{page.scripts()}<script>{get_plotlyjs()}</script>"
-        f"<script>{_asset('report.js')}</script></body></html>\n"
+        # the text and tables are painted, and the tables work, before plotly.js (4.8 MB) is
+        # evaluated; then the figures are drawn
+        f"{page.scripts()}<script>{_asset('report.js')}</script>"
+        f"<script>{get_plotlyjs()}</script><script>reportDrawFigures();</script></body></html>\n"
     )
 
 
@@ -1107,6 +1136,7 @@ class PageCheck:
     failed_requests: list[str]
     outside_requests: list[str]  # requests to anything but a file: or data: URL
     first_paint_ms: float  # the first text painted (first-contentful-paint)
+    tables_ms: float  # the tables sortable and filterable
     first_view_ms: float  # the figures on the first screen drawn
     all_drawn_ms: float  # every figure drawn
     main_thread_cpu_ms: float  # CPU time of the renderers' main threads until every figure is
@@ -1139,18 +1169,19 @@ def check_page(
             page.on("request", lambda r: None if r.url.startswith(("file:", "data:")) else
                     outside.append(r.url[:120]))  # fmt: skip
             timeout = timeout_s * 1000
+            page.set_default_timeout(timeout)
             page.goto(Path(index).resolve().as_uri(), wait_until="load", timeout=timeout)
             page.wait_for_function("window.reportReady === true", timeout=timeout)
-            paint, first, done = page.evaluate(
+            paint, tables, first, done = page.evaluate(
                 "[(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime,"
-                " window.reportFirstViewMs, window.reportReadyMs]"
+                " window.reportTablesMs, window.reportFirstViewMs, window.reportReadyMs]"
             )
             main_thread = _renderer_cpu_ms() - cpu_before
             seen = page.evaluate(_INSPECT)
             if screenshot is not None:
-                page.screenshot(path=str(screenshot), full_page=True)
+                page.screenshot(path=str(screenshot), full_page=True, timeout=timeout)
         finally:
             browser.close()
-    return PageCheck(errors, failed, outside, float(paint or math.nan), float(first or 0.0),
-                     float(done), main_thread,
-                     seen["sections"], seen["figures"], seen["tables"])  # fmt: skip
+    times = [float(v) if v is not None else math.nan for v in (paint, tables, first, done)]
+    return PageCheck(errors, failed, outside, *times, main_thread, seen["sections"],
+                     seen["figures"], seen["tables"])  # fmt: skip

@@ -29,9 +29,10 @@ seeds S (n = |S|):
 Ranking of a cell: optimizers sorted by (fraction of worst runs, mean of the finite values in the
 metric's direction). Groups: group 1 is the best optimizer with every optimizer not significantly
 different from it (Holm verdict ``tie``); group 2 is the best of the rest with every remaining one
-not significantly different from it; and so on. Power: the seeds a paired t-test at ALPHA needs to
-separate the top two with probability POWER when their paired differences keep the observed mean
-and sd (noncentral t); the top two are usually the last step of Holm's procedure, tested at ALPHA.
+not significantly different from it; and so on. An optimizer outside group 1 is significantly worse
+than the best. Power: the seeds a paired t-test needs to separate the top two with probability POWER
+when their paired differences keep the observed mean and sd (noncentral t), at level ALPHA / m for
+the m tests of the cell: the level of Holm's first step, enough whatever the other pairs do.
 
 Tuning budget (``tuning.csv``): the expected best score after k grid trials in a uniformly random
 order. With the G scores sorted worst first, the best of a random k-subset is s_(i) with probability
@@ -212,7 +213,8 @@ def seeds_needed(mean_diff: float, sd: float, alpha: float = ALPHA, power: float
     def achieved(n: int) -> float:
         crit = sps.t.ppf(1 - alpha / 2, n - 1)
         nc = effect * math.sqrt(n)
-        return float(sps.nct.sf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc))
+        tails = [sps.nct.sf(crit, n - 1, nc), sps.nct.cdf(-crit, n - 1, nc)]
+        return float(np.nan_to_num(tails, nan=0.0).sum())  # scipy gives NaN for tails ~ 0
 
     z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)
     n = max(2, math.ceil((z / effect) ** 2))  # the normal approximation; the t needs a bit more
@@ -311,7 +313,8 @@ def compare_cell(values: pd.DataFrame, higher: bool) -> tuple[pd.DataFrame, pd.D
     if len(order) >= 2 and (order[0], order[1]) in tests:
         t, d = tests[(order[0], order[1])]
         if t.test == T_TEST:
-            needed = seeds_needed(t.mean_diff, float(np.std(d, ddof=1)))
+            m = int(np.isfinite(comp["p_value"]).sum())
+            needed = seeds_needed(t.mean_diff, float(np.std(d, ddof=1)), alpha=ALPHA / m)
     ranks = _ranks([keys[o] for o in order])
     ranking = pd.DataFrame(
         {

@@ -208,6 +208,26 @@ def test_equivalent_commands_rebuild_the_sweep(store: Path):
     assert "--lr" not in surf and "--seeds 1" in surf
 
 
+def test_odd_stores_still_give_a_page(tmp_path: Path):
+    # an older summary.csv without the optional columns, a task whose every run failed, and a
+    # store with one optimizer (no pair to compare)
+    old = write_store(tmp_path / "old", tuning=False)
+    summary = pd.read_csv(old / "summary.csv")
+    summary = summary[["run_id", "task", "optim", "sched", "seed", "lr0", "steps", "status",
+                       "final_train_loss", "final_test_loss", "final_test_acc"]]  # fmt: skip
+    summary.loc[summary["task"] == "surf", "status"] = "failed"
+    summary.to_csv(old / "summary.csv", index=False)
+    assert R.main(["--results", str(old)]) == 0
+    page = (old / "report" / "index.html").read_text(encoding="utf-8")
+    assert "Every run of this task failed" in page and 'id="profile"' not in page
+    single = write_store(tmp_path / "single", tuning=False)
+    summary = pd.read_csv(single / "summary.csv")
+    summary[summary["optim"] == "adam"].to_csv(single / "summary.csv", index=False)
+    assert R.main(["--results", str(single)]) == 0
+    assert pd.read_csv(single / "report" / "comparisons.csv").empty
+    assert "nothing to show here" in (single / "report" / "index.html").read_text("utf-8")
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

@@ -168,6 +168,20 @@ def test_groups_collect_what_cannot_be_told_apart_from_the_best_left():
     assert sorted(verdicts.values()).count("a_better") == 4
     assert len(comp) == 6 and (comp["p_holm"] >= comp["p_value"]).all()
     assert rank["seeds_needed"].iloc[0] > 10  # a and b only differ by noise
+    d = np.asarray(values["a"]) - np.asarray(values["b"])
+    top = rank["optim"].iloc[:2].tolist()
+    sign = 1 if top == ["a", "b"] else -1
+    # at the level of Holm's first step over the cell's 6 tests
+    expected = S.seeds_needed(sign * d.mean(), d.std(ddof=1), alpha=S.ALPHA / 6)
+    assert rank["seeds_needed"].iloc[0] == expected
+
+
+def test_seeds_needed_of_a_two_optimizer_cell_is_the_power_table_value():
+    z = np.array([-1.5, -0.5, 0.5, 1.5])
+    z = z / z.std(ddof=1)  # mean 0, sd 1
+    b = np.array([0.60, 0.62, 0.64, 0.66])
+    _, rank = S.compare_cell(_cell({"a": list(b + 0.01 + 0.01 * z), "b": list(b)}), higher=True)
+    assert rank["seeds_needed"].tolist() == [10.0, 10.0]  # effect 1, one test: alpha 0.05
 
 
 def test_seeds_needed_matches_the_power_tables():
@@ -179,6 +193,18 @@ def test_seeds_needed_matches_the_power_tables():
     assert S.seeds_needed(0.3, 0.0) == 2
     assert S.seeds_needed(1e-9, 1.0) == math.inf
     assert math.isnan(S.seeds_needed(math.inf, 1.0))
+    # a large effect at Holm's first level over 28 tests: 3 seeds give 21% power, 4 give 81%
+    # (checked by simulation below); scipy's lower tail is NaN there and must count as 0
+    assert S.seeds_needed(6.7, 1.0, alpha=S.ALPHA / 28) == 4
+
+
+def test_seeds_needed_for_a_large_effect_matches_simulation():
+    rng = np.random.default_rng(7)
+    alpha, effect = S.ALPHA / 28, 6.7
+    for n, low, high in ((3, 0.18, 0.25), (4, 0.78, 0.83)):
+        d = rng.normal(effect, 1.0, (20 * DRAWS, n))
+        t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
+        assert low <= np.mean(2 * sps.t.sf(np.abs(t), n - 1) < alpha) <= high
 
 
 def test_seeds_needed_gives_the_stated_power_by_simulation():
