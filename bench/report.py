@@ -730,15 +730,24 @@ def robustness_table(st: Statistics, task: str, table_id: str) -> str:
 # ---------------------------------------------------------------------------- provenance
 
 
-def _git_commit() -> str:
+CODE_PATHS = ("bench", "optimizers", "schedulers", "scripts", "pyproject.toml")
+
+
+def code_commit() -> str:
+    """The checkout's commit, with "+ uncommitted code" when the code differs from it (results
+    and docs written since do not count); "unknown" outside a git checkout."""
     root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()  # fmt: skip
+
     try:
-        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty",
-                              "--abbrev=12"], capture_output=True, text=True, timeout=10,
-                             check=True).stdout.strip()  # fmt: skip
-        return out or "unknown"
+        commit = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{commit} + uncommitted code" if changed else commit
 
 
 def _versions() -> dict[str, str]:
@@ -814,7 +823,7 @@ def provenance_html(store: StoreTables, argv: list[str]) -> str:
     items = [
         ("report command", f"<code>{html.escape(shlex.join(argv))}</code>"),
         ("report written", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
-        ("code commit", f"<code>{html.escape(_git_commit())}</code>"),
+        ("code commit", f"<code>{html.escape(code_commit())}</code>"),
         ("report versions", html.escape(", ".join(f"{k} {v}" for k, v in _versions().items()))),
         ("store", f"<code>{html.escape(str(store.path))}</code>"),
         ("devices (summary.csv)", html.escape(devices)),

@@ -171,6 +171,8 @@ def test_the_page_is_self_contained_with_plotly_inlined_once(written: Path):
     assert page.count('class="fig"') == 2 * 2 + 2 + 1  # per task 2, clf's tuning 2, the profile
     assert "python -m bench.run --task clf" in page and "--lr grid" in page
     assert "runs started" in page and "2026-01-02T03:04:05" in page  # from runs/*.json
+    commit = r"code commit</dt><dd><code>([0-9a-f]{12}( \+ uncommitted code)?|unknown)</code>"
+    assert re.search(commit, page)
     assert "diverged" in page and "failed" in page
 
 
