@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -113,14 +114,18 @@ def label_runs(summary: pd.DataFrame) -> pd.DataFrame:
     """Add ``label`` (what a line stands for) and ``color`` to the summary rows of one task.
 
     The label is the optimizer's name; when one optimizer was run with different settings in the
-    same store (e.g. two sweeps with different ``--lr``), the settings that differ are appended,
-    ``"adam lr0=0.01"``, so those runs are not averaged together; the colour stays the optimizer's.
+    same store (e.g. two sweeps with different ``--lr``), the settings that differ within one of its
+    schedules are appended to all its labels, ``"adam lr0=0.01"``, so those runs are not averaged
+    together; the colour stays the optimizer's. A setting that differs only between schedules (an
+    lr tuned per cell) splits nothing: runs of different schedules are never averaged together.
     """
     out = summary.copy()
     out["label"] = out["optim"]
+    cell = [out["optim"], out["sched"]] if "sched" in out.columns else out["optim"]
     for col in (c for c in VARIANT_COLUMNS if c in out.columns):
         text = out[col].map(_setting_text)
-        varies = text.groupby(out["optim"]).transform("nunique") > 1
+        within = text.groupby(cell).transform("nunique") > 1
+        varies = within.groupby(out["optim"]).transform("any")
         out.loc[varies, "label"] += " " + col + "=" + text[varies]
     colors = optimizer_palette(sorted(out["optim"].unique()))
     out["color"] = out["optim"].map(colors)
@@ -175,16 +180,22 @@ def _y_scale(metric: str, values: pd.Series) -> str:
     return "log" if is_loss(metric) and not values.empty and (values > 0).all() else "linear"
 
 
-def convergence_grid(
-    curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str = "step", title: str = ""
-) -> Figure:
-    """Metric against step (or wall time), a panel per schedule, a line per optimizer.
+class ConvergenceData(NamedTuple):
+    """What a convergence figure draws (see :func:`convergence_data`)."""
 
-    ``curves``: the task's curves.csv rows; ``runs``: its labelled summary rows (failed runs are
-    ignored). Lines are the mean over the seeds that did not diverge with a 95% bootstrap CI band;
-    with ``x="time"`` the x of a logged step is the mean ``elapsed_s`` of the seeds at that step.
-    """
-    runs = runs[runs["status"] != "failed"]
+    xcol: str  # "step" or "elapsed_s"
+    data: pd.DataFrame  # the curve rows with a finite metric, with label, sched and status
+    ok: pd.DataFrame  # those of runs that did not diverge
+    stats: pd.DataFrame  # label, sched, step (and elapsed_s): mean, low, high over the ok seeds
+    diverged: pd.DataFrame  # the rows of diverged runs
+    ends: pd.DataFrame  # per diverged run_id: the x where it stopped and its last metric value
+
+
+def convergence_data(
+    curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str = "step"
+) -> ConvergenceData:
+    """The tables behind :func:`convergence_grid` (also drawn by bench.report): ``runs`` are
+    labelled summary rows without failed runs, ``curves`` the task's curves.csv rows."""
     cols = ["run_id", "label", "sched", "status"]
     data = curves.drop(columns=["label", "sched", "status"], errors="ignore")
     data = data.merge(runs[cols], on="run_id")
@@ -201,7 +212,20 @@ def convergence_grid(
         times = ok.groupby(["label", "sched", "step"])["elapsed_s"].mean().rename("elapsed_s")
         stats = stats.join(times, on=["label", "sched", "step"])
     diverged = data[data["status"] == "diverged"]
+    return ConvergenceData(xcol, data, ok, stats, diverged, ends)
 
+
+def convergence_grid(
+    curves: pd.DataFrame, runs: pd.DataFrame, metric: str, x: str = "step", title: str = ""
+) -> Figure:
+    """Metric against step (or wall time), a panel per schedule, a line per optimizer.
+
+    ``curves``: the task's curves.csv rows; ``runs``: its labelled summary rows (failed runs are
+    ignored). Lines are the mean over the seeds that did not diverge with a 95% bootstrap CI band;
+    with ``x="time"`` the x of a logged step is the mean ``elapsed_s`` of the seeds at that step.
+    """
+    runs = runs[runs["status"] != "failed"]
+    xcol, data, ok, stats, diverged, ends = convergence_data(curves, runs, metric, x)
     labels, palette = label_order(runs), label_palette(runs)
     scheds = schedule_order(runs["sched"].unique())
     fig, axes = _grid(len(scheds), title)
@@ -375,12 +399,9 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def final_heatmap(per_run: pd.DataFrame, metric: str, title: str = "") -> Figure:
-    """Optimizer x schedule grid of the final metric, mean over the ok seeds, annotated.
-
-    A cell where some seeds diverged or failed says how many; a cell without ok runs is grey.
-    The best cell is outlined.
-    """
+def heatmap_table(per_run: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """(label x schedule mean of the final metric over the ok seeds, the cells' annotations:
+    the value, "k/n diverged" / "k/n failed", or "no runs"); also drawn by bench.report."""
     labels = label_order(per_run)
     scheds = schedule_order(per_run["sched"].unique())
     ok = per_run[per_run["status"] == "ok"]
@@ -406,7 +427,17 @@ def final_heatmap(per_run: pd.DataFrame, metric: str, title: str = "") -> Figure
         elif np.isfinite(value):
             notes.insert(0, f"{value:.3g}")
         annot[i, j] = "\n".join(notes) or "—"
+    return mean, annot
 
+
+def final_heatmap(per_run: pd.DataFrame, metric: str, title: str = "") -> Figure:
+    """Optimizer x schedule grid of the final metric, mean over the ok seeds, annotated.
+
+    A cell where some seeds diverged or failed says how many; a cell without ok runs is grey.
+    The best cell is outlined.
+    """
+    mean, annot = heatmap_table(per_run, metric)
+    labels, scheds = list(mean.index), list(mean.columns)
     finite = mean.to_numpy()[np.isfinite(mean.to_numpy())]
     positive = finite.size and (finite > 0).all()
     norm = LogNorm() if is_loss(metric) and positive and finite.max() > 10 * finite.min() else None
