@@ -55,3 +55,46 @@ def test_docs_build_strict(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "site" / "index.html").exists()
+
+
+# Every command of the README's quick start and of the getting-started page runs, as shown, with
+# flags appended that make it tiny (5 steps on a 2-D surface); the `pip install ... &&` part is
+# CI's job, and the test command itself is what CI runs.
+TINY = {"bench.run": ["--task", "saddle", "--steps", "5", "--quiet"]}
+SHOWN_ON = [ROOT / "README.md", ROOT / "docs" / "getting-started.md"]
+
+
+def shown_commands(page: Path) -> list[str]:
+    """The ``python -m ...`` commands of the page's bash blocks, without install prefixes and
+    comments; the README's only from its quick start."""
+    text = page.read_text()
+    if page.name == "README.md":
+        text = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            line = re.sub(r"^pip install [^&]*&&\s*", "", line)
+            if line.startswith("python -m ") and line != "python -m pytest":
+                commands.append(line)
+    return commands
+
+
+def test_shown_commands_are_found() -> None:
+    readme = shown_commands(ROOT / "README.md")
+    assert readme == ["python -m bench.run --optim adam --sched staircase"]
+    assert len(shown_commands(ROOT / "docs" / "getting-started.md")) >= 3
+
+
+@pytest.mark.parametrize("page", SHOWN_ON, ids=lambda p: p.name)
+def test_shown_commands_run(page: Path, tmp_path: Path) -> None:
+    # in order, in an empty folder: the default store results/runs is the test's own, and a
+    # command that reads it (bench.plot) sees what the commands before it wrote
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "1", "MPLBACKEND": "Agg"}
+    for command in shown_commands(page):
+        argv = command.split()
+        argv = [sys.executable, *argv[1:], *TINY.get(argv[2], [])]
+        proc = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
