@@ -432,7 +432,7 @@ def _builtin_optimizer(name: str) -> OptimizerSpec:
 
 
 def parse_opt_args(
-    items: Iterable[str], flag: str = "--opt-arg", prefix: str = "OPTIMIZER"
+    items: Iterable[str], flag: str = "--opt-arg", owner: str = "OPTIMIZER"
 ) -> dict[str, Any]:
     """``["weight_decay=0.1", "torch.optim.AdamW:betas=(0.9, 0.95)"]`` -> a dict whose keys keep
     their optimizer prefix; values are Python literals (numbers, True/False, tuples, quoted
@@ -443,7 +443,7 @@ def parse_opt_args(
         key = key.strip()
         prefix, _, name = key.rpartition(":")
         if not sep or not name.isidentifier() or (":" in key and not prefix):
-            raise ValueError(f"{flag} expects key=value or {prefix}:key=value, got '{item}'")
+            raise ValueError(f"{flag} expects key=value or {owner}:key=value, got '{item}'")
         try:
             out[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
