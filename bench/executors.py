@@ -19,6 +19,7 @@ import contextlib
 import math
 import socket
 import statistics
+import subprocess
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -225,7 +226,11 @@ class LocalExecutor(Executor):
     def _lost(self, w: _Worker, todo: deque, tries: list[int]) -> list[tuple[int, Record]]:
         """Replace a dead worker; requeue its unfinished runs, or give up on those retried
         max_retries times (returned as failed records)."""
-        code = w.proc.wait()
+        try:
+            code = w.proc.wait(5)
+        except subprocess.TimeoutExpired:  # its socket closed, yet it runs: end it
+            procs.kill(w.proc)
+            code = w.proc.returncode
         w.conn.close()
         self.workers.remove(w)
         gave_up = []

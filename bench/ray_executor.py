@@ -159,6 +159,19 @@ class RayExecutor(Executor):
         import ray
 
         self.ray = ray
+        try:
+            self._connect()
+            self.slots = self._slots()
+        except BaseException:
+            self.close()
+            raise
+        self.task = ray.remote(run_chunk).options(
+            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
+            retry_exceptions=False,
+        )  # fmt: skip
+
+    def _connect(self) -> None:
+        ray = self.ray
         quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
         with loopback(ray, is_loopback(self.address)):
             if self.address is None:  # its own instance: no notice about its default token auth
@@ -175,11 +188,6 @@ class RayExecutor(Executor):
                     ray.init(address=self.address, **quiet)
                 except Exception as e:  # Ray raises many kinds; one line either way
                     raise UsageError(f"--address {self.address}: {first_line(e)}") from None
-        self.slots = self._slots()
-        self.task = ray.remote(run_chunk).options(
-            num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.max_retries,
-            retry_exceptions=False,
-        )  # fmt: skip
 
     def _slots(self) -> int:
         """How many runs can be in flight: what the nodes hold, capped by --jobs."""

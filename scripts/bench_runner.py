@@ -263,7 +263,7 @@ class ActorExecutor(E.Executor):
                 yield c, r
 
 
-def stamp() -> list[str]:
+def stamp(load_before: str) -> list[str]:
     def git(*a: str) -> str:
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
@@ -285,8 +285,9 @@ def stamp() -> list[str]:
     return [
         f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}, commit {commit}, {cpu}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"ray {ray_version}; load average (1/5/15 min) {load} when the measurement ended "
-        "(the machine is shared: other work runs beside these numbers).",
+        f"ray {ray_version}; load average (1/5/15 min) {load_before} when the measurement "
+        f"began, {load} when it ended (the machine is shared: other work runs beside these "
+        "numbers).",
     ]
 
 
@@ -306,6 +307,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(D.default_data_dir()))
     args = p.parse_args()
     T.TASKS[args.task].prepare(args.data_dir)
+    load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs visible, "
         f"load average {os.getloadavg()[0]:.2f}"
@@ -315,7 +317,7 @@ def main() -> None:
     if args.no_sweep:
         return
     sections = [sweep_commands(args, args.data_dir), scheduling_overhead(args)]
-    text = "\n\n".join("\n".join(lines) for lines in [*sections, stamp()])
+    text = "\n\n".join("\n".join(lines) for lines in [*sections, stamp(load_before)])
     print("\n" + text)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

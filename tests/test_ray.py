@@ -45,9 +45,10 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def cluster():
     """A 2-CPU Ray head on 127.0.0.1 (auth off, as a loopback test cluster may be); yields its
-    address; killed afterwards, by the pids that hold its folder."""
+    address; killed afterwards by pid: whatever holds its folder."""
     port = free_port()
     folder = tempfile.mkdtemp(prefix="obt-ray-", dir="/tmp")
+    reaper = procs.Reaper(folder)  # the head goes even if pytest itself is killed
     env = {**os.environ, **LOOPBACK, "PYTHONPATH": str(ROOT)}
     head = subprocess.Popen(
         [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
@@ -79,7 +80,7 @@ def cluster():
             head.wait(30)
         except subprocess.TimeoutExpired:
             head.kill()
-        procs.reap(folder, exclude={os.getpid()})  # whatever `ray stop` left, by pid
+        reaper.close()  # kills what the head left (by pid: what holds its folder), deletes it
 
 
 def cli(args: list[str], data_dir: str) -> subprocess.Popen:
