@@ -433,7 +433,7 @@ def _builtin_optimizer(name: str) -> OptimizerSpec:
 
 
 def parse_opt_args(
-    items: Iterable[str], flag: str = "--opt-arg", prefix: str = "OPTIMIZER"
+    items: Iterable[str], flag: str = "--opt-arg", owner: str = "OPTIMIZER"
 ) -> dict[str, Any]:
     """``["weight_decay=0.1", "torch.optim.AdamW:betas=(0.9, 0.95)"]`` -> a dict whose keys keep
     their optimizer prefix; values are Python literals (numbers, True/False, tuples, quoted
