@@ -442,9 +442,9 @@ def parse_opt_args(
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip()
-        owner, _, name = key.rpartition(":")
-        if not sep or not name.isidentifier() or (":" in key and not owner):
-            raise ValueError(f"{flag} expects key=value or {prefix}:key=value, got '{item}'")
+        prefix, _, name = key.rpartition(":")
+        if not sep or not name.isidentifier() or (":" in key and not prefix):
+            raise ValueError(f"{flag} expects key=value or {owner}:key=value, got '{item}'")
         out[key] = literal(flag, key, value)
     return out
 
