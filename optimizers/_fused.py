@@ -38,7 +38,8 @@ from torch import Tensor
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 #: graphs kept per update function (dynamo's default of 8 is shared by every optimizer using
-#: that function in the process: model shapes, param groups and options each take one)
+#: that function in the process: model shapes, param groups and options each take one);
+#: beyond it a step runs the update uncompiled, with a warning
 RECOMPILE_LIMIT = 64
 
 
@@ -67,8 +68,16 @@ def run(fn: Callable, *lists: list, lr: float, **options: Any) -> None:
     else:
         used = [params, grads, *states]
     lr_tensor = torch.tensor(float(lr), dtype=torch.float64)
-    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-        compiled(fn)(*used, lr=lr_tensor, **options)
+    try:
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            compiled(fn)(*used, lr=lr_tensor, **options)
+    except torch._dynamo.exc.FailOnRecompileLimitHit:  # (raised before anything ran)
+        warnings.warn(
+            f"optimizers: {fn.__name__} has {RECOMPILE_LIMIT} compiled graphs (param groups, "
+            "shapes, options); this one runs uncompiled, as foreach=True",
+            stacklevel=4,
+        )
+        fn(*used, lr=lr_tensor, **options)
     if complex_params:
         for original, new in zip(states, used[2:], strict=True):
             for i, (old, t) in enumerate(zip(original, new, strict=True)):
