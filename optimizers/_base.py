@@ -83,6 +83,15 @@ def scalar(value: Any) -> Any:
     return value.to(torch.float64) if torch.compiler.is_compiling() else value.item()
 
 
+def per_tensor(values: list) -> list:
+    """Per-tensor factors (bias corrections, decayed lrs) as the multi-tensor ops take them.
+    While compiling they are stacked into one tensor and read back from it: inductor then
+    computes them once, in a kernel of their own, instead of inside every element's loop."""
+    if torch.compiler.is_compiling() and isinstance(values[0], Tensor):
+        return list(torch.stack(values).unbind())
+    return values
+
+
 def increment_steps(steps: list[Tensor]) -> None:
     """``step += 1`` on a list of step tensors, as torch's foreach paths do it."""
     if not torch.compiler.is_compiling() and steps[0].is_cpu:

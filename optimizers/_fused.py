@@ -14,7 +14,8 @@ up to rounding: inductor keeps intermediates in registers and may contract multi
   are floating point or complex on a device with fused kernels, no tensor is updated twice in
   one step (a parameter listed twice, params sharing a state dict: the eager ops update it
   twice, a compiled graph once), no inference tensor is written outside inference mode, and
-  gradients are dense (zero-tensor or lazily negated gradients are materialised first).
+  gradients are dense (zero-tensor or lazily negated gradients are materialised first). The
+  optimizer classes also check every state tensor against its param's shape and dtype.
 * Inductor loads the code it generates from its cache directory; before the first compile
   ``private_cache_dir`` makes sure that directory belongs to this user and no one else can
   write it.
@@ -37,7 +38,8 @@ from torch import Tensor
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 #: graphs kept per update function (dynamo's default of 8 is shared by every optimizer using
-#: that function in the process: model shapes, param groups and options each take one)
+#: that function in the process: model shapes, param groups and options each take one);
+#: beyond it a step runs the update uncompiled, with a warning
 RECOMPILE_LIMIT = 64
 
 
@@ -57,16 +59,26 @@ def run(fn: Callable, *lists: list, lr: float, **options: Any) -> None:
         private_cache_dir()
     if any(map(Tensor._is_zerotensor, grads)) or any(map(Tensor.is_neg, grads)):
         grads = [_materialized(g) for g in grads]
-    complex_params = [torch.is_complex(p) for p in params]
-    if any(complex_params):  # real views, in copies of the lists
+    complex_params = (
+        list(map(torch.is_complex, params)) if any(map(torch.is_complex, params)) else []
+    )
+    if complex_params:  # real views, in copies of the lists
         used = [[_real(t) for t in ts] if _is_tensor_list(ts) else ts for ts in lists]
         used[1] = [_real(g) for g in grads]
     else:
         used = [params, grads, *states]
     lr_tensor = torch.tensor(float(lr), dtype=torch.float64)
-    with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
-        compiled(fn)(*used, lr=lr_tensor, **options)
-    if any(complex_params):
+    try:
+        with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
+            compiled(fn)(*used, lr=lr_tensor, **options)
+    except torch._dynamo.exc.FailOnRecompileLimitHit:  # (raised before anything ran)
+        warnings.warn(
+            f"optimizers: {fn.__name__} has {RECOMPILE_LIMIT} compiled graphs (param groups, "
+            "shapes, options); this one runs uncompiled, as foreach=True",
+            stacklevel=4,
+        )
+        fn(*used, lr=lr_tensor, **options)
+    if complex_params:
         for original, new in zip(states, used[2:], strict=True):
             for i, (old, t) in enumerate(zip(original, new, strict=True)):
                 if old is None and t is not None and _is_tensor_list(original):

@@ -16,6 +16,7 @@ from ._base import (
     default_to_foreach,
     increment_steps,
     new_step,
+    per_tensor,
     scalar,
     view_as_real,
 )
@@ -211,7 +212,7 @@ def _multi_tensor_adagrad(
                 torch._foreach_add_(d_grads, d_params, alpha=weight_decay)
             else:
                 d_grads = torch._foreach_add(d_grads, d_params, alpha=weight_decay)
-        minus_clr = [-lr / (1 + (scalar(s) - 1) * lr_decay) for s in d_steps]
+        minus_clr = per_tensor([-lr / (1 + (scalar(s) - 1) * lr_decay) for s in d_steps])
         torch._foreach_addcmul_(d_sums, d_grads, d_grads, value=1)
         std = torch._foreach_sqrt(d_sums)
         torch._foreach_add_(std, eps)

@@ -17,6 +17,7 @@ from ._base import (
     foreach_addcdiv_,
     increment_steps,
     new_step,
+    per_tensor,
     scalar,
     view_as_real,
     zeros_like,
@@ -227,8 +228,8 @@ def _multi_tensor_adam(
         torch._foreach_addcmul_(d_sqs, d_grads, d_grads, 1 - beta2)
         del d_grads
         steps = [scalar(s) for s in d_steps]
-        step_sizes = [-lr / (1 - beta1**s) for s in steps]
-        bias_corrections2_sqrt = [(1 - beta2**s) ** 0.5 for s in steps]
+        step_sizes = per_tensor([-lr / (1 - beta1**s) for s in steps])
+        bias_corrections2_sqrt = per_tensor([(1 - beta2**s) ** 0.5 for s in steps])
         if amsgrad:
             torch._foreach_maximum_(d_max, d_sqs)
             denom = torch._foreach_sqrt(d_max)

@@ -69,6 +69,7 @@ class SGD(Optimizer):
 
     def _update(self, group: dict[str, Any], params: list, grads: list, states: list) -> None:
         (buffers,) = states
+        new = [i for i, buf in enumerate(buffers) if buf is None]
         sgd(
             params,
             grads,
@@ -83,8 +84,8 @@ class SGD(Optimizer):
             maximize=group["maximize"],
         )
         if group["momentum"] != 0:  # the buffers created from first gradients
-            for p, buf in zip(params, buffers, strict=True):
-                self.state[p]["momentum_buffer"] = buf
+            for i in new:
+                self.state[params[i]]["momentum_buffer"] = buffers[i]
 
 
 def sgd(

@@ -211,9 +211,10 @@ def stamp() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    threads = torch.get_num_threads()
     return (
         f"Generated {datetime.date.today().isoformat()} at commit {commit} on {cpu} "
-        f"({torch.get_num_threads()} threads{gpu}), torch {torch.__version__}, "
+        f"({threads} thread{'s' if threads != 1 else ''}{gpu}), torch {torch.__version__}, "
         f"Python {platform.python_version()}."
     )
 
@@ -291,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         help="timed rounds; each round steps both instances of every implementation (median)",
     )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch.set_num_threads for the run (default: torch's, the number of cores); one "
+        "thread keeps the ratios stable on a machine shared with other jobs",
+    )
     parser.add_argument("--csv", help="also write the table to this CSV file")
     parser.add_argument(
         "--markdown",
@@ -302,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     if "cuda" in args.device and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
     table = bench(args.optim, args.shapes, args.device, args.repeats, args.warmup, args.paths)
     with pd.option_context("display.width", 250, "display.max_columns", 50):
         print(table.round(3).to_string(index=False))

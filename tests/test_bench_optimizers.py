@@ -21,6 +21,7 @@ def bench(*args: str) -> subprocess.CompletedProcess:
 def test_table_has_every_path_and_the_ratios(tmp_path):
     out, page = tmp_path / "speed.csv", tmp_path / "generated" / "speed.md"
     argv = ["--optim", "sgd,rprop", "--shapes", "transformer", "--paths", "loop,foreach"]
+    argv += ["--threads", "1"]
     done = bench(
         *argv, "--repeats", "1", "--warmup", "0", "--csv", str(out), "--markdown", str(page)
     )
@@ -32,6 +33,7 @@ def test_table_has_every_path_and_the_ratios(tmp_path):
         assert (table[column] > 0).all(), column
     text = page.read_text()
     assert "Generated " in text and "torch " + torch.__version__ in text and "at commit" in text
+    assert "(1 thread)" in text
     assert "| device | shapes | optim |" in text and "| cpu | transformer | rprop |" in text
 
 

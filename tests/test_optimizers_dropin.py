@@ -659,3 +659,23 @@ def test_import_and_default_steps_compile_nothing_and_start_no_thread():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_beyond_the_recompile_limit_a_step_runs_uncompiled(monkeypatch):
+    """Past RECOMPILE_LIMIT graphs (dynamo would fail the step under fullgraph) the update
+    runs eagerly, with a warning: the same math."""
+    monkeypatch.setattr(_fused, "RECOMPILE_LIMIT", 1)
+    results = []
+    for flags in ({"fused": True}, {"foreach": True}):
+        params = [torch.nn.Parameter(torch.ones(n, dtype=torch.float64)) for n in (7, 5)]
+        opts = [SGD([p], lr=0.1, momentum=0.9, **flags) for p in params]  # two graphs
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                for p, opt in zip(params, opts, strict=True):
+                    p.grad = torch.arange(p.numel(), dtype=torch.float64)
+                    opt.step()
+        if flags.get("fused"):
+            assert any("runs uncompiled" in str(w.message) for w in caught)
+        results.append(params)
+    assert_params(*results, 1e-12)
