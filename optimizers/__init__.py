@@ -9,14 +9,12 @@
 from __future__ import annotations
 
 import difflib
-import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ._base import FUSED_AUTO_MIN_NUMEL, ParamsT, choose_path
+from ._base import FLAGS, ParamsT, signature_defaults
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam
@@ -26,7 +24,6 @@ from .rprop import Rprop
 from .sgd import SGD
 
 __all__ = [
-    "FUSED_AUTO_MIN_NUMEL",
     "SGD",
     "Adadelta",
     "Adagrad",
@@ -35,7 +32,6 @@ __all__ = [
     "RMSprop",
     "Rprop",
     "available",
-    "choose_path",
     "create",
     "defaults",
 ]
@@ -51,8 +47,6 @@ _REGISTRY: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
     "rprop": (Rprop, {}),
     "sgd": (SGD, {}),
 }
-# Implementation switches, accepted by create() but not hyperparameters (not in defaults()).
-_PATH_FLAGS = ("foreach", "fused")
 
 
 def available() -> list[str]:
@@ -68,22 +62,17 @@ def _lookup(name: str) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
     return _REGISTRY[name]
 
 
-@functools.cache
-def _signature_defaults(cls: type[torch.optim.Optimizer]) -> dict[str, Any]:
-    params = inspect.signature(cls.__init__).parameters
-    return {k: p.default for k, p in params.items() if k not in ("self", "params")}
-
-
 def _accepted(name: str) -> list[str]:
     cls, fixed = _lookup(name)
-    return [k for k in _signature_defaults(cls) if k not in fixed]
+    return [k for k in signature_defaults(cls) if k not in fixed]
 
 
 def defaults(name: str) -> dict[str, Any]:
-    """The constructor defaults of optimizer ``name`` (hyperparameters only; the ``foreach`` /
-    ``fused`` path switches are left out), e.g. ``{"lr": 1e-3, "betas": (0.9, 0.999), ...}``."""
+    """The constructor defaults of optimizer ``name`` (hyperparameters only; the switches
+    ``foreach``, ``fused``, ``capturable``, ``differentiable`` are left out), e.g.
+    ``{"lr": 1e-3, "betas": (0.9, 0.999), ...}``."""
     cls, fixed = _lookup(name)
-    values = {k: v for k, v in _signature_defaults(cls).items() if k not in _PATH_FLAGS}
+    values = {k: v for k, v in signature_defaults(cls).items() if k not in FLAGS}
     values.update(fixed)
     return values
 

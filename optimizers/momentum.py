@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ._base import Optimizer, ParamsT, check_non_negative, group_by_device_and_dtype
+from . import _fused
+from ._base import (
+    Optimizer,
+    ParamsT,
+    check_lr,
+    check_non_negative,
+    default_to_foreach,
+    foreach_add_,
+    scalar,
+    zeros_like,
+)
 
 
 class Momentum(Optimizer):
@@ -19,16 +30,18 @@ class Momentum(Optimizer):
         \theta_t &= \theta_{t-1} + v_t
         \qquad\text{or, with nesterov:}\qquad \theta_t = \theta_{t-1} + \mu v_t - \eta_t g_t
 
-    (the nesterov line is Sutskever's accelerated gradient in its usual reparametrised form).
-    Defaults: ``lr=1e-3, momentum=0.9, weight_decay=0, nesterov=False, maximize=False``.
-    State: ``velocity`` (like the parameter); no ``step``.
+    State: ``velocity`` (like the parameter); no ``step``. With a constant lr this is
+    ``torch.optim.SGD(momentum=mu)`` up to rounding (``v_t = -lr * b_t``). When a schedule
+    changes lr, torch rescales its whole buffer of raw gradients by the *current* lr; here
+    each gradient keeps the lr at which it was seen, so after an lr drop the velocity decays
+    geometrically from its old size.
 
-    Difference from ``torch.optim.SGD(momentum=mu)``: with a constant lr both give the same
-    trajectory (``v_t = -lr * b_t``, equal up to rounding). When a schedule changes lr, torch
-    multiplies its whole buffer of raw gradients by the *current* lr, so an lr drop slows the
-    parameters at once; here each gradient keeps the lr at which it was seen, so after a drop
-    the velocity decays geometrically (rate ``mu``) from its old size.
+    ``load_state_dict`` also takes a ``torch.optim.SGD`` checkpoint (``dampening=0``): its
+    buffer ``b`` becomes ``velocity = -lr * b`` at the group's saved lr, which continues the
+    run exactly as torch would at that lr.
     """
+
+    state_keys = ("velocity",)
 
     def __init__(
         self,
@@ -40,9 +53,10 @@ class Momentum(Optimizer):
         *,
         maximize: bool = False,
         foreach: bool | None = None,
+        differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        check_non_negative("learning rate", lr)
+        check_lr(lr)
         check_non_negative("momentum value", momentum)
         check_non_negative("weight_decay value", weight_decay)
         if nesterov and momentum <= 0:
@@ -54,54 +68,81 @@ class Momentum(Optimizer):
             nesterov=nesterov,
             maximize=maximize,
             foreach=foreach,
+            differentiable=differentiable,
             fused=fused,
         )
         super().__init__(params, defaults)
 
-    fused_state = ("velocity",)
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        if "velocity" not in state:
+            state["velocity"] = zeros_like(p)
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
-        state = self.state[p]
-        if len(state) == 0:
-            state["velocity"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(from_torch_sgd(state_dict))
 
-    def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
-        if path == "fused":
-            kernel = self._kernel(_momentum_kernel)
-            hyper = (float(group["lr"]), group["momentum"], group["weight_decay"])
-            for batch, grads in self._fused_batches(index, group):
-                (velocities,) = batch.state
-                kernel(
-                    batch.params,
-                    grads,
-                    velocities,
-                    self._hyper(index, batch.device, hyper),
-                    group["weight_decay"] != 0,
-                    group["nesterov"],
-                    group["maximize"],
-                )
-            return
-        params, grads, velocities = [], [], []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            self._init_state(p, group, fused=False)
-            params.append(p)
-            grads.append(p.grad)
-            velocities.append(self.state[p]["velocity"])
-        if not params:
-            return
-        update = _multi_tensor_momentum if path == "foreach" else _single_tensor_momentum
-        update(
+    def _update(self, group: dict[str, Any], params: list, grads: list, states: list) -> None:
+        momentum(
             params,
             grads,
-            velocities,
+            *states,
+            foreach=group["foreach"],
+            fused=group["fused"],
             lr=float(group["lr"]),
             momentum=group["momentum"],
             weight_decay=group["weight_decay"],
             nesterov=group["nesterov"],
             maximize=group["maximize"],
         )
+
+
+def from_torch_sgd(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """A ``torch.optim.SGD`` state dict as ours (others unchanged): buffer ``b`` of a group
+    with lr ``eta`` becomes ``velocity = -eta * b``; ``dampening`` must be 0."""
+    groups = state_dict["param_groups"]
+    if not any("dampening" in g for g in groups):
+        return state_dict
+    for group in groups:
+        if group.get("dampening", 0) != 0 and group.get("momentum", 0) != 0:
+            raise ValueError(
+                f"cannot load a torch.optim.SGD state with dampening={group['dampening']} "
+                "into Momentum: classical momentum has no dampening"
+            )
+    state_dict = copy.copy(state_dict)
+    lrs = {i: float(g["lr"]) for g in groups for i in g["params"]}
+    state_dict["param_groups"] = [{k: v for k, v in g.items() if k != "dampening"} for g in groups]
+    state_dict["state"] = {
+        i: ({"velocity": -lrs[i] * s["momentum_buffer"]} if "momentum_buffer" in s else s)
+        for i, s in state_dict["state"].items()
+    }
+    return state_dict
+
+
+def momentum(
+    params: list[Tensor],
+    grads: list[Tensor],
+    velocities: list[Tensor],
+    *,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    """Functional classical momentum: one step on the given lists, by the path the flags
+    pick (both None: torch.optim's choice, the for-loop on CPU; sparse gradients: the loop)."""
+    lists = (params, grads, velocities)
+    options = dict(momentum=momentum, weight_decay=weight_decay)
+    options.update(nesterov=nesterov, maximize=maximize)
+    if fused:
+        _fused.run(_multi_tensor_momentum, *lists, lr=lr, **options)
+    elif any(g.is_sparse for g in grads):
+        _single_tensor_momentum(*lists, lr=lr, **options)
+    elif foreach or (foreach is None and fused is None and default_to_foreach(params)):
+        _multi_tensor_momentum(*lists, lr=lr, **options)
+    else:
+        _single_tensor_momentum(*lists, lr=lr, **options)
 
 
 def _single_tensor_momentum(
@@ -116,8 +157,7 @@ def _single_tensor_momentum(
     maximize: bool,
 ) -> None:
     for param, grad, velocity in zip(params, grads, velocities, strict=True):
-        if maximize:
-            grad = -grad
+        grad = grad if not maximize else -grad
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
         velocity.mul_(momentum).add_(grad, alpha=-lr)
@@ -132,47 +172,26 @@ def _multi_tensor_momentum(
     grads: list[Tensor],
     velocities: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     momentum: float,
     weight_decay: float,
     nesterov: bool,
     maximize: bool,
 ) -> None:
-    for d_params, d_grads, d_vels in group_by_device_and_dtype([params, grads, velocities]):
+    lr = scalar(lr)
+    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype([params, grads, velocities])
+    for (d_params, d_grads, d_velocities), _ in grouped.values():
         if maximize:
             d_grads = torch._foreach_neg(d_grads)
         if weight_decay != 0:
-            if maximize:
+            if maximize:  # (d_grads is already a copy)
                 torch._foreach_add_(d_grads, d_params, alpha=weight_decay)
             else:
                 d_grads = torch._foreach_add(d_grads, d_params, alpha=weight_decay)
-        torch._foreach_mul_(d_vels, momentum)
-        torch._foreach_add_(d_vels, d_grads, alpha=-lr)
+        torch._foreach_mul_(d_velocities, momentum)
+        foreach_add_(d_velocities, d_grads, -lr)
         if nesterov:
-            torch._foreach_add_(d_params, d_vels, alpha=momentum)
-            torch._foreach_add_(d_params, d_grads, alpha=-lr)
+            torch._foreach_add_(d_params, d_velocities, alpha=momentum)
+            foreach_add_(d_params, d_grads, -lr)
         else:
-            torch._foreach_add_(d_params, d_vels)
-
-
-def _momentum_kernel(
-    params: list[Tensor],
-    grads: list[Tensor],
-    velocities: list[Tensor],
-    hyper: Tensor,
-    weight_decay_on: bool,
-    nesterov: bool,
-    maximize: bool,
-) -> None:
-    """The elementwise update of all tensors, traced once by torch.compile into one kernel."""
-    lr, momentum, weight_decay = hyper.unbind()
-    for param, grad, velocity in zip(params, grads, velocities, strict=True):
-        if maximize:
-            grad = -grad
-        if weight_decay_on:
-            grad = grad + weight_decay * param
-        velocity.mul_(momentum).add_(-lr * grad)
-        if nesterov:
-            param.add_(momentum * velocity).add_(-lr * grad)
-        else:
-            param.add_(velocity)
+            torch._foreach_add_(d_params, d_velocities)

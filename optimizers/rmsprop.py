@@ -1,4 +1,4 @@
-"""RMSprop (Hinton's lecture 6e) in torch's form: eps outside the sqrt, lr outside the momentum."""
+"""RMSprop (Tieleman & Hinton 2012) in torch's form: eps outside the root, lr outside momentum."""
 
 from __future__ import annotations
 
@@ -7,18 +7,25 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    check_lr,
     check_non_negative,
-    group_by_device_and_dtype,
+    default_to_foreach,
+    foreach_add_,
+    foreach_addcdiv_,
     increment_steps,
     new_step,
+    scalar,
+    view_as_real,
+    zeros_like,
 )
 
 
 class RMSprop(Optimizer):
-    r"""RMSprop, identical to ``torch.optim.RMSprop``.
+    r"""RMSprop, identical to ``torch.optim.RMSprop`` (plus a ``fused`` path, which torch lacks).
 
     .. math::
         g_t &= \pm\nabla f(\theta_{t-1}) + \lambda\theta_{t-1},\qquad
@@ -29,11 +36,12 @@ class RMSprop(Optimizer):
         b_t &= \mu b_{t-1} + g_t / d_t,\quad \theta_t = \theta_{t-1} - \eta\, b_t
         \qquad(\theta_t = \theta_{t-1} - \eta\, g_t / d_t \text{ if } \mu = 0)
 
-    All accumulators start at zero. Defaults: ``lr=1e-2, alpha=0.99, eps=1e-8,
-    weight_decay=0, momentum=0, centered=False, maximize=False``. State: ``step``,
-    ``square_avg``, ``momentum_buffer`` (momentum > 0), ``grad_avg`` (centered). torch has
-    no ``fused`` RMSprop; this one has.
+    All accumulators start at zero. State: ``step``, ``square_avg``, ``momentum_buffer``
+    (momentum > 0) and ``grad_avg`` (centered), each created when its option is first on.
     """
+
+    state_keys = ("square_avg", "grad_avg", "momentum_buffer", "step")
+    sparse_error = "RMSprop does not support sparse gradients"
 
     def __init__(
         self,
@@ -44,88 +52,49 @@ class RMSprop(Optimizer):
         weight_decay: float = 0,
         momentum: float = 0,
         centered: bool = False,
-        *,
-        maximize: bool = False,
+        capturable: bool = False,
         foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        *,
         fused: bool | None = None,
     ) -> None:
-        check_non_negative("learning rate", lr)
+        check_lr(lr)
         check_non_negative("epsilon value", eps)
         check_non_negative("momentum value", momentum)
         check_non_negative("weight_decay value", weight_decay)
         check_non_negative("alpha value", alpha)
         defaults = dict(
             lr=lr,
+            momentum=momentum,
             alpha=alpha,
             eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
             centered=centered,
-            maximize=maximize,
+            weight_decay=weight_decay,
+            capturable=capturable,
             foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
             fused=fused,
         )
         super().__init__(params, defaults)
 
-    fused_state = ("square_avg", "grad_avg", "momentum_buffer")
-    sparse_error = "RMSprop does not support sparse gradients"
+    def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        if not state:
+            state["step"] = new_step(p, group)
+            state["square_avg"] = zeros_like(p)
+        if group["momentum"] > 0 and "momentum_buffer" not in state:
+            state["momentum_buffer"] = zeros_like(p)
+        if group["centered"] and "grad_avg" not in state:
+            state["grad_avg"] = zeros_like(p)
 
-    def _init_state(self, p: Tensor, group: dict[str, Any], fused: bool) -> None:
-        state = self.state[p]
-        if len(state) == 0:
-            state["step"] = new_step(p, fused=fused)
-            state["square_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["momentum"] > 0:
-                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if group["centered"]:
-                state["grad_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-
-    def _step_group(self, index: int, group: dict[str, Any], path: str) -> None:
-        if path == "fused":
-            kernel = self._kernel(_rmsprop_kernel)
-            hyper = (
-                float(group["lr"]),
-                group["alpha"],
-                group["eps"],
-                group["weight_decay"],
-                group["momentum"],
-            )
-            for batch, grads in self._fused_batches(index, group):
-                batch.increment_steps()
-                kernel(
-                    batch.params,
-                    grads,
-                    *batch.state,
-                    self._hyper(index, batch.device, hyper),
-                    group["weight_decay"] != 0,
-                    group["momentum"] > 0,
-                    group["centered"],
-                    group["maximize"],
-                )
-            return
-        lists: list[list[Any]] = [[], [], [], [], [], []]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError(self.sparse_error)
-            self._init_state(p, group, fused=False)
-            state = self.state[p]
-            values = (
-                p,
-                p.grad,
-                state["square_avg"],
-                state.get("grad_avg"),
-                state.get("momentum_buffer"),
-                state["step"],
-            )
-            for target, value in zip(lists, values, strict=True):
-                target.append(value)
-        if not lists[0]:
-            return
-        update = _multi_tensor_rmsprop if path == "foreach" else _single_tensor_rmsprop
-        update(
-            *lists,
+    def _update(self, group: dict[str, Any], params: list, grads: list, states: list) -> None:
+        rmsprop(
+            params,
+            grads,
+            *states,
+            foreach=group["foreach"],
+            fused=group["fused"],
             lr=float(group["lr"]),
             alpha=group["alpha"],
             eps=group["eps"],
@@ -134,6 +103,37 @@ class RMSprop(Optimizer):
             centered=group["centered"],
             maximize=group["maximize"],
         )
+
+
+def rmsprop(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor | None],
+    momentum_buffers: list[Tensor | None],
+    state_steps: list[Tensor],
+    *,
+    foreach: bool | None = None,
+    fused: bool | None = None,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+) -> None:
+    """Functional RMSprop: one step on the given lists, by the path the flags pick (both
+    None: torch.optim's choice, the for-loop on CPU)."""
+    lists = (params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps)
+    options = dict(alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum)
+    options.update(centered=centered, maximize=maximize)
+    if fused:
+        _fused.run(_multi_tensor_rmsprop, *lists, lr=lr, **options)
+    elif foreach or (foreach is None and fused is None and default_to_foreach(params)):
+        _multi_tensor_rmsprop(*lists, lr=lr, **options)
+    else:
+        _single_tensor_rmsprop(*lists, lr=lr, **options)
 
 
 def _single_tensor_rmsprop(
@@ -154,20 +154,23 @@ def _single_tensor_rmsprop(
 ) -> None:
     for i, param in enumerate(params):
         grad = grads[i] if not maximize else -grads[i]
-        square_avg = square_avgs[i]
+        square_avg, grad_avg, buf = square_avgs[i], grad_avgs[i], momentum_buffers[i]
         state_steps[i] += 1
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
+        if torch.is_complex(param):
+            param, grad = torch.view_as_real(param), torch.view_as_real(grad)
+            square_avg = torch.view_as_real(square_avg)
+            grad_avg = torch.view_as_real(grad_avg) if centered else None
+            buf = torch.view_as_real(buf) if momentum > 0 else None
         square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
         if centered:
-            grad_avg = grad_avgs[i]
             grad_avg.lerp_(grad, 1 - alpha)
             avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_()
         else:
             avg = square_avg.sqrt()
         avg = avg.add_(eps)
         if momentum > 0:
-            buf = momentum_buffers[i]
             buf.mul_(momentum).addcdiv_(grad, avg)
             param.add_(buf, alpha=-lr)
         else:
@@ -182,7 +185,7 @@ def _multi_tensor_rmsprop(
     momentum_buffers: list[Tensor | None],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     alpha: float,
     eps: float,
     weight_decay: float,
@@ -190,13 +193,16 @@ def _multi_tensor_rmsprop(
     centered: bool,
     maximize: bool,
 ) -> None:
+    lr = scalar(lr)
     lists = [params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps]
-    for d_params, d_grads, d_sqs, d_gavgs, d_bufs, d_steps in group_by_device_and_dtype(lists):
+    grouped = torch.optim.Optimizer._group_tensors_by_device_and_dtype(lists)
+    for (d_params, d_grads, d_sqs, d_gavgs, d_bufs, d_steps), _ in grouped.values():
+        view_as_real(d_params, d_grads, d_sqs, d_gavgs, d_bufs)
         if maximize:
             d_grads = torch._foreach_neg(d_grads)
         increment_steps(d_steps)
         if weight_decay != 0:
-            if maximize:
+            if maximize:  # (d_grads is already a copy)
                 torch._foreach_add_(d_grads, d_params, alpha=weight_decay)
             else:
                 d_grads = torch._foreach_add(d_grads, d_params, alpha=weight_decay)
@@ -212,40 +218,6 @@ def _multi_tensor_rmsprop(
         if momentum > 0:
             torch._foreach_mul_(d_bufs, momentum)
             torch._foreach_addcdiv_(d_bufs, d_grads, avg)
-            torch._foreach_add_(d_params, d_bufs, alpha=-lr)
+            foreach_add_(d_params, d_bufs, -lr)
         else:
-            torch._foreach_addcdiv_(d_params, d_grads, avg, value=-lr)
-
-
-def _rmsprop_kernel(
-    params: list[Tensor],
-    grads: list[Tensor],
-    square_avgs: list[Tensor],
-    grad_avgs: list[Tensor] | None,
-    momentum_buffers: list[Tensor] | None,
-    hyper: Tensor,
-    weight_decay_on: bool,
-    momentum_on: bool,
-    centered: bool,
-    maximize: bool,
-) -> None:
-    """The elementwise update of all tensors, traced once by torch.compile into one kernel."""
-    lr, alpha, eps, weight_decay, momentum = hyper.unbind()
-    for i, (param, grad, square_avg) in enumerate(zip(params, grads, square_avgs, strict=True)):
-        if maximize:
-            grad = -grad
-        if weight_decay_on:
-            grad = grad + weight_decay * param
-        square_avg.mul_(alpha).add_((1 - alpha) * grad * grad)
-        if centered:
-            grad_avg = grad_avgs[i]
-            grad_avg.add_((grad - grad_avg) * (1 - alpha))
-            avg = (square_avg - grad_avg * grad_avg).sqrt() + eps
-        else:
-            avg = square_avg.sqrt() + eps
-        if momentum_on:
-            buf = momentum_buffers[i]
-            buf.mul_(momentum).add_(grad / avg)
-            param.add_(-lr * buf)
-        else:
-            param.add_(grad / avg * -lr)
+            foreach_addcdiv_(d_params, d_grads, avg, -lr)

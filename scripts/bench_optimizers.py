@@ -1,42 +1,46 @@
 """Optimizer step speed: ours (loop, foreach, fused) against torch.optim (loop, foreach, fused).
 
-    python scripts/bench_optimizers.py                       # everything, CPU (+ CUDA if present)
+    python scripts/bench_optimizers.py                         # all optimizers, CPU (+ CUDA)
     python scripts/bench_optimizers.py --optim adam,sgd --shapes resnet18 --repeats 10
+    python scripts/bench_optimizers.py --shapes resnet18 \
+        --markdown docs/generated/optimizer_speed.md
 
 Parameter lists: ``resnet18`` (torchvision's ResNet-18 shapes, 11.7M elements in 62 tensors,
 built without weights) and ``transformer`` (a 6-layer d=384 encoder plus an 8k embedding).
-Gradients are fixed random tensors, so only the optimizer step is timed.
+Gradients are fixed random tensors, so only ``step()`` is timed. Our ``fused`` path is our
+multi-tensor update compiled by torch.compile; torch's ``fused`` exists for SGD, Adagrad and
+Adam (``momentum`` is compared with ``torch.optim.SGD(momentum=0.9)``).
 
-Paths: ``loop``, ``foreach`` and ``fused`` for both; our ``fused`` runs the C++ kernels on
-CPU and the torch.compile kernel elsewhere, and ``compiled`` (ours, CPU only) is our fused
-path with the C++ engine off, i.e. the kernel CUDA uses.
-
-Prints, per device and parameter list, the median ms per step, the effective GB/s (bytes the
-update must read and write, divided by the time), ours-best / torch-best, and the
-memory-bandwidth limit measured in the same run (a large tensor copy or in-place add,
-whichever is faster). The first fused step (which builds or compiles the kernel) is timed
-separately and not counted.
+Prints, per device and parameter list, the median ms per step of every path, the ratios
+``fused/torch best`` (ours fused against torch's fastest path in the same run), ``loop/loop``
+and ``foreach/foreach``, the effective GB/s of our fused step (bytes the update must read and
+write, divided by the time) and the memory-bandwidth limit measured in the same run. The first
+fused step (which compiles) is timed separately and not counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import torch
 import torchvision
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
-import optimizers
-from optimizers import _native
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import optimizers  # noqa: E402
 
-# name -> (our class, our kwargs, torch class or None, torch kwargs, tensors read + written
-#          per element: e.g. Adam reads p, g, m, v and writes p, m, v = 7)
-CONFIGS: dict[str, tuple[type, dict, type | None, dict, int]] = {
+# name -> (our class, our kwargs, torch class, torch kwargs, tensors read + written per
+#          element: e.g. Adam reads p, g, m, v and writes p, m, v = 7)
+CONFIGS: dict[str, tuple[type, dict, type, dict, int]] = {
     "sgd": (optimizers.SGD, {"momentum": 0.9}, torch.optim.SGD, {"momentum": 0.9}, 5),
     "momentum": (optimizers.Momentum, {}, torch.optim.SGD, {"momentum": 0.9}, 5),
     "adagrad": (optimizers.Adagrad, {}, torch.optim.Adagrad, {}, 5),
@@ -46,6 +50,7 @@ CONFIGS: dict[str, tuple[type, dict, type | None, dict, int]] = {
     "adadelta": (optimizers.Adadelta, {}, torch.optim.Adadelta, {}, 7),
 }
 TORCH_FUSED = {"sgd", "momentum", "adagrad", "adam"}  # torch has fused kernels for these
+PATHS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
 def shapes_resnet18() -> list[torch.Size]:
@@ -89,7 +94,7 @@ def bandwidth_limit_gbs(device: str, numel: int, repeats: int) -> float:
     return best
 
 
-def make_params(shapes, device: str) -> list[torch.Tensor]:
+def make_params(shapes: list[torch.Size], device: str) -> list[torch.Tensor]:
     gen = torch.Generator(device=device).manual_seed(0)
     params = [torch.randn(s, device=device, generator=gen).requires_grad_() for s in shapes]
     for p in params:
@@ -105,27 +110,23 @@ def timed_step(opt: torch.optim.Optimizer, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def time_interleaved(makers: dict[str, Callable], shapes, device: str, repeats: int, warmup: int):
+def time_interleaved(
+    makers: dict[str, Callable], shapes: list[torch.Size], device: str, repeats: int, warmup: int
+) -> dict[str, tuple[float, float]]:
     """{label: (median seconds per step, seconds of the first step)}.
 
     All optimizers live at once and the timed steps go round-robin, so a load change on a
     shared machine hits every implementation alike and the ratios stay meaningful. Each label
     gets two instances, created in ABBA order (all labels, then all labels reversed), and its
-    median pools both: on the 2-core CPU the instance whose tensors were allocated first ran
-    1-2.5 % slower than an identical one allocated later, which would otherwise favour
-    whichever implementation is created last.
+    median pools both: the instance whose tensors were allocated first can run a few percent
+    slower than an identical one allocated later, which would otherwise favour whichever
+    implementation is created last.
     """
     order = [*makers, *reversed(makers)]
     instances = [(label, makers[label](make_params(shapes, device))) for label in order]
-    first = {}
+    first: dict[str, float] = {}
     for label, opt in instances:
-        # the first step creates the fused kernel: "compiled" gets the torch.compile engine
-        _native.ENABLED = not label.endswith("_compiled")
-        try:
-            seconds = timed_step(opt, device)
-        finally:
-            _native.ENABLED = True
-        first.setdefault(label, seconds)  # the first instance's: the one that builds or compiles
+        first.setdefault(label, timed_step(opt, device))  # the first instance compiles
     for _ in range(warmup):
         for _, opt in instances:
             opt.step()
@@ -137,17 +138,15 @@ def time_interleaved(makers: dict[str, Callable], shapes, device: str, repeats: 
     return {label: (statistics.median(times[label]), first[label]) for label in makers}
 
 
-PATHS = {
-    "loop": {"foreach": False},
-    "foreach": {"foreach": True},
-    "fused": {"fused": True},
-    "compiled": {"fused": True},
-}
-
-
-def bench(names, shape_names, devices, repeats, warmup, path_names=tuple(PATHS)) -> pd.DataFrame:
+def bench(
+    names: list[str],
+    shape_names: list[str],
+    devices: list[str],
+    repeats: int,
+    warmup: int,
+    path_names: list[str],
+) -> pd.DataFrame:
     rows = []
-    paths = {p: PATHS[p] for p in path_names}
     for device in devices:
         for shape_name in shape_names:
             shapes = SHAPES[shape_name]()
@@ -157,35 +156,94 @@ def bench(names, shape_names, devices, repeats, warmup, path_names=tuple(PATHS))
                 ours_cls, ours_kw, torch_cls, torch_kw, tensors = CONFIGS[name]
                 makers = {}
                 for impl, cls, kw in (("ours", ours_cls, ours_kw), ("torch", torch_cls, torch_kw)):
-                    for path, flags in paths.items():
+                    for path in path_names:
                         if impl == "torch" and path == "fused" and name not in TORCH_FUSED:
                             continue
-                        if path == "compiled" and (impl == "torch" or device != "cpu"):
-                            continue  # torch has no such path; off CPU it is "fused"
+                        flags = PATHS[path]
                         makers[f"{impl}_{path}"] = lambda ps, c=cls, k=kw, f=flags: c(ps, **k, **f)
                 result = time_interleaved(makers, shapes, device, repeats, warmup)
-                row = {
-                    "device": device,
-                    "shapes": shape_name,
-                    "optim": name,
-                    **{f"{label}_ms": sec * 1e3 for label, (sec, _) in result.items()},
-                }
-                ours_best = min(row[f"ours_{p}_ms"] for p in paths if f"ours_{p}_ms" in row)
-                torch_best = min(row.get(f"torch_{p}_ms", float("inf")) for p in paths)
-                row["ours/torch"] = ours_best / torch_best if torch_best < float("inf") else None
-                row["ours_GB/s"] = numel * 4 * tensors / (ours_best / 1e3) / 1e9
-                row["limit_GB/s"] = limit
-                for path in ("fused", "compiled"):
-                    if f"ours_{path}" in result:  # the first step, which builds the kernel
-                        row[f"first_{path}_s"] = result[f"ours_{path}"][1]
+                row: dict = {"device": device, "shapes": shape_name, "optim": name}
+                row.update({f"{label}_ms": sec * 1e3 for label, (sec, _) in result.items()})
+                torch_best = min(row[f"torch_{p}_ms"] for p in path_names if f"torch_{p}_ms" in row)
+                if "fused" in path_names:
+                    row["fused/torch best"] = row["ours_fused_ms"] / torch_best
+                    row["first fused step s"] = result["ours_fused"][1]
+                    seconds = row["ours_fused_ms"] / 1e3
+                    row["ours fused GB/s"] = numel * 4 * tensors / seconds / 1e9
+                for path in ("loop", "foreach"):
+                    if path in path_names:
+                        row[f"{path}/{path}"] = row[f"ours_{path}_ms"] / row[f"torch_{path}_ms"]
+                row["limit GB/s"] = limit
                 rows.append(row)
                 print(
-                    f"{device} {shape_name} {name}: ours best {ours_best:.2f} ms, torch best "
-                    f"{torch_best:.2f} ms, ratio {row['ours/torch']}",
+                    f"{device} {shape_name} {name}: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in row.items() if "/" in k),
                     file=sys.stderr,
                     flush=True,
                 )
     return pd.DataFrame(rows)
+
+
+def stamp() -> str:
+    """Date, commit, machine and versions, for a generated file's header."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (
+        f"Generated {datetime.date.today().isoformat()} at commit {commit} on {cpu} "
+        f"({torch.get_num_threads()} threads{gpu}), torch {torch.__version__}, "
+        f"Python {platform.python_version()}."
+    )
+
+
+def markdown(table: pd.DataFrame, command: str) -> str:
+    """The table as a stamped Markdown page fragment."""
+    header = [
+        "<!-- Written by scripts/bench_optimizers.py; regenerate, do not edit. -->",
+        "",
+        stamp(),
+        "",
+        f"Command: `{command}`",
+        "",
+    ]
+    shown = table.drop(columns=["limit GB/s"]).copy()
+    for column in shown.columns:
+        if column.endswith("_ms"):
+            shown[column] = shown[column].map(lambda v: f"{v:.2f}" if pd.notna(v) else "–")
+        elif "/" in column:
+            shown[column] = shown[column].map(lambda v: f"**{v:.2f}**" if pd.notna(v) else "–")
+        elif column.endswith("GB/s") or column.endswith(" s"):
+            shown[column] = shown[column].map(lambda v: f"{v:.1f}" if pd.notna(v) else "–")
+    columns = list(shown.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in shown.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) if pd.notna(v) else "–" for v in row) + " |")
+    limits = table.groupby(["device", "shapes"])["limit GB/s"].first()
+    footer = ["", "Bandwidth limit measured in the same run (GB/s): "]
+    footer[-1] += ", ".join(f"{d} {s} {v:.1f}" for (d, s), v in limits.items()) + "."
+    return "\n".join([*header, *lines, *footer]) + "\n"
 
 
 def parse_list(value: str, allowed: list[str], what: str) -> list[str]:
@@ -223,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         "--paths",
         type=lambda v: parse_list(v, list(PATHS), "path"),
         default=list(PATHS),
-        help="comma-separated, from loop,foreach,fused,compiled (default: all; e.g. fused for a "
-        "quick ours-fused vs torch-fused check)",
+        help="comma-separated, from loop,foreach,fused (default: all; torch's best is the "
+        "best of the paths measured)",
     )
     parser.add_argument(
         "--repeats",
@@ -234,20 +292,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps after the first")
     parser.add_argument("--csv", help="also write the table to this CSV file")
+    parser.add_argument(
+        "--markdown",
+        help="also write the table, stamped with date, commit, CPU and versions, to this "
+        "Markdown file (e.g. docs/generated/optimizer_speed.md)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error("--repeats must be >= 1 and --warmup >= 0")
     if "cuda" in args.device and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available here")
-    # built in the background on first use: wait, so that every timed step uses the same checks
-    where = "C++" if _native.gather_function(wait=True) else "Python"
-    why = f" ({_native.checks_error or 'OPTBENCH_NATIVE_CHECKS=0'})" if where == "Python" else ""
-    print(f"the C++ engine's argument checks run in {where}{why}", file=sys.stderr)
     table = bench(args.optim, args.shapes, args.device, args.repeats, args.warmup, args.paths)
     with pd.option_context("display.width", 250, "display.max_columns", 50):
         print(table.round(3).to_string(index=False))
     if args.csv:
         table.to_csv(args.csv, index=False)
+    if args.markdown:
+        given = sys.argv[1:] if argv is None else argv
+        command = " ".join(["python scripts/bench_optimizers.py", *given])
+        path = Path(args.markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(markdown(table, command))
     return 0
 
 

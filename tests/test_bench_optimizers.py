@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,18 +18,21 @@ def bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
-def test_table_has_every_path_and_the_ratio(tmp_path):
-    out = tmp_path / "speed.csv"
-    argv = ["--optim", "sgd,rprop", "--shapes", "transformer", "--paths", "loop,fused"]
-    done = bench(*argv, "--repeats", "1", "--warmup", "0", "--csv", str(out))
+def test_table_has_every_path_and_the_ratios(tmp_path):
+    out, page = tmp_path / "speed.csv", tmp_path / "generated" / "speed.md"
+    argv = ["--optim", "sgd,rprop", "--shapes", "transformer", "--paths", "loop,foreach"]
+    done = bench(
+        *argv, "--repeats", "1", "--warmup", "0", "--csv", str(out), "--markdown", str(page)
+    )
     assert done.returncode == 0, done.stderr
-    assert "ours/torch" in done.stdout
+    assert "loop/loop" in done.stdout
     table = pd.read_csv(out)
     assert list(table["optim"]) == ["sgd", "rprop"]
-    for column in ("ours_loop_ms", "ours_fused_ms", "torch_loop_ms", "limit_GB/s", "ours/torch"):
+    for column in ("ours_loop_ms", "ours_foreach_ms", "torch_loop_ms", "limit GB/s", "loop/loop"):
         assert (table[column] > 0).all(), column
-    assert table.loc[0, "torch_fused_ms"] > 0  # torch has a fused SGD, no fused Rprop
-    assert pd.isna(table.loc[1, "torch_fused_ms"])
+    text = page.read_text()
+    assert "Generated " in text and "torch " + torch.__version__ in text and "at commit" in text
+    assert "| device | shapes | optim |" in text and "| cpu | transformer | rprop |" in text
 
 
 def test_bad_arguments_exit_2():
