@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from bench import tasks as T
@@ -401,29 +401,26 @@ class StackedSurface:
 
 
 class StackedClassifier:
-    """N copies of one network (``torch.func.stack_module_state``), trained by ``vmap`` over
-    ``functional_call``: member i's loss is its own mean cross-entropy on its own minibatch.
-    Test metrics are computed member by member (evaluation is rare; this keeps its memory that
-    of one run and its numbers independent of the other members)."""
+    """N copies of one network, their parameters stacked (``torch.func.stack_module_state``) and
+    run by ``stacked_forward`` on an (N, B, ...) minibatch: member i's loss is its own mean
+    cross-entropy on its own minibatch. Test metrics are computed member by member (evaluation
+    is rare; this keeps its memory that of one run and its numbers independent of the others)."""
 
-    def __init__(
-        self, head: T.ClassificationProblem, models: list[torch.nn.Module], gens: list
-    ) -> None:
+    def __init__(self, head: T.ClassificationProblem, models: list[nn.Module], gens: list) -> None:
         self.x_train, self.y_train = head.x_train, head.y_train
         self.x_test, self.y_test = head.x_test, head.y_test
         self.named_params, self.buffers = stack_module_state(models)
         self.params = list(self.named_params.values())
         self.order = MinibatchOrder(gens, len(self.y_train), head.batch_size, head.device)
-        self.base = base = copy.deepcopy(models[0]).to("meta")
-
-        def loss(params: dict, buffers: dict, x: Tensor, y: Tensor) -> Tensor:
-            return F.cross_entropy(functional_call(base, (params, buffers), (x,)), y)
-
-        self._losses = vmap(loss)
+        self.base = copy.deepcopy(models[0]).to("meta")
+        self.forward = stacked_forward(self.base, self.named_params, self.buffers)
 
     def train_losses(self) -> Tensor:
         idx = self.order.next()
-        return self._losses(self.named_params, self.buffers, self.x_train[idx], self.y_train[idx])
+        logits = self.forward(self.x_train[idx])
+        y = self.y_train[idx]
+        per_sample = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        return per_sample.view(y.shape).mean(1)
 
     @torch.no_grad()
     def measure(self, members: list[int], evaluate: bool) -> dict[int, dict[str, Any]]:
@@ -445,6 +442,53 @@ class StackedClassifier:
             correct += (out.argmax(1) == y).sum()
         n = len(self.y_test)
         return {"test_loss": loss.item() / n, "test_acc": correct.item() / n}
+
+
+#: Modules applied elementwise, hence directly to stacked activations.
+ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity)
+
+
+def stacked_forward(
+    module: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], prefix: str = ""
+) -> Callable[[Tensor], Tensor]:
+    """``x -> y``: ``module`` applied member by member to x of shape (N, B, ...), member i with
+    slice i of the stacked ``params`` and ``buffers`` (named as in ``module.named_parameters``).
+
+    nn.Sequential goes layer by layer; nn.Linear is one batched matrix product
+    ``y_i = x_i W_i^T + b_i`` (``baddbmm``); elementwise activations apply as they are; any other
+    module (convolutions, pooling, reshapes, a model that is not a Sequential) is run by
+    ``vmap`` over ``functional_call`` (torch's batching rule makes a convolution a grouped one).
+    """
+    if isinstance(module, nn.Sequential):
+        layers = [
+            stacked_forward(child, params, buffers, f"{prefix}{name}.")
+            for name, child in module.named_children()
+        ]
+
+        def sequential(x: Tensor) -> Tensor:
+            for layer in layers:
+                x = layer(x)
+            return x
+
+        return sequential
+    own_params = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+    own_buffers = {k[len(prefix) :]: v for k, v in buffers.items() if k.startswith(prefix)}
+    if isinstance(module, nn.Linear):
+        weight, bias = own_params["weight"], own_params.get("bias")
+
+        def linear(x: Tensor) -> Tensor:
+            x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+            if bias is None:
+                y = torch.bmm(x3, weight.transpose(1, 2))
+            else:
+                y = torch.baddbmm(bias.unsqueeze(1), x3, weight.transpose(1, 2))
+            return y.view(*x.shape[:-1], y.shape[-1])
+
+        return linear
+    if isinstance(module, ELEMENTWISE) and not own_params and not own_buffers:
+        return module
+    per_member = vmap(lambda p, b, x: functional_call(module, (p, b), (x,)))
+    return lambda x: per_member(own_params, own_buffers, x)
 
 
 class MinibatchOrder:

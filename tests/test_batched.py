@@ -338,6 +338,50 @@ def test_float32_mnist1d_mlp_first_100_losses(data_dir, optim):
     assert_equal_to_separate(configs, batch, rel=1e-4, keys=["test_loss", "test_acc"])
 
 
+def test_float32_mnist1d_cnn_first_losses(data_dir):
+    """Convolutions, Unflatten and Flatten go through vmap (grouped convolutions)."""
+    configs = [
+        config(task="mnist1d_cnn", optim="adam", seed=s, steps=40, batch_size=100, eval_every=40,
+               data_dir=data_dir)
+        for s in range(3)
+    ]  # fmt: skip
+    batch = B.train_batch(configs, fallback=False)
+    assert_equal_to_separate(configs, batch, rel=1e-5, keys=["step", "lr", "train_loss"])
+
+
+class Residual(torch.nn.Module):
+    """Not a Sequential, with a Linear and an elementwise layer inside: run by vmap whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Sequential(torch.nn.Linear(5, 5), torch.nn.Tanh())
+        self.register_buffer("shift", torch.randn(5))
+
+    def forward(self, x):
+        return x + self.inner(x) - self.shift
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3)),
+        lambda: torch.nn.Sequential(torch.nn.Linear(5, 7, bias=False), torch.nn.GELU()),
+        lambda: torch.nn.Sequential(
+            Residual(), torch.nn.Flatten(0), torch.nn.Unflatten(0, (-1, 2))
+        ),
+        Residual,
+    ],
+)
+def test_stacked_forward_is_each_members_forward(make):
+    torch.manual_seed(0)
+    models = [make().double() for _ in range(3)]
+    params, buffers = torch.func.stack_module_state(models)
+    forward = B.stacked_forward(models[0], params, buffers)
+    x = torch.randn(3, 4, 5, dtype=torch.float64)
+    expected = torch.stack([m(x[i]) for i, m in enumerate(models)])
+    torch.testing.assert_close(forward(x), expected, rtol=1e-13, atol=1e-14)
+
+
 # ---------------------------------------------------------------------------- divergence
 
 
