@@ -338,6 +338,24 @@ def test_float32_mnist1d_mlp_first_100_losses(data_dir, optim):
     assert_equal_to_separate(configs, batch, rel=1e-4, keys=["test_loss", "test_acc"])
 
 
+@pytest.mark.slow
+def test_float32_mnist1d_mlp_full_length_within_the_seed_spread(data_dir):
+    """Full-length runs: each member's final test accuracy is within the spread over seeds."""
+    configs = [
+        config(task="mnist1d_mlp", optim="adam", seed=s, steps=4000, batch_size=100,
+               eval_every=200, data_dir=data_dir)
+        for s in range(4)
+    ]  # fmt: skip
+    batch = B.train_batch(configs, fallback=False)
+    separate = assert_equal_to_separate(configs, batch, rel=math.inf)  # rows and statuses
+    accs = [r["summary"]["final_test_acc"] for r in separate]
+    spread = max(accs) - min(accs)
+    for b, s in zip(batch, separate, strict=True):
+        assert abs(b["summary"]["final_test_acc"] - s["summary"]["final_test_acc"]) <= spread
+    first = [worst_relative(s, b, ["train_loss"]) for s, b in zip(separate, batch, strict=True)]
+    print(f"largest relative train-loss difference over 4000 steps: {max(first):.3g}")
+
+
 def test_float32_mnist1d_cnn_first_losses(data_dir):
     """Convolutions, Unflatten and Flatten go through vmap (grouped convolutions)."""
     configs = [
