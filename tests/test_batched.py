@@ -367,6 +367,16 @@ def test_float32_mnist1d_cnn_first_losses(data_dir):
     assert_equal_to_separate(configs, batch, rel=1e-5, keys=["step", "lr", "train_loss"])
 
 
+def test_the_same_batch_gives_the_same_bits(data_dir):
+    configs = [
+        config(task="mnist1d_cnn", optim="adam", seed=s, steps=20, batch_size=100, eval_every=10,
+               data_dir=data_dir)
+        for s in range(3)
+    ]  # fmt: skip
+    first, again = B.train_batch(configs, fallback=False), B.train_batch(configs, fallback=False)
+    assert [curves_without_timing(r) for r in first] == [curves_without_timing(r) for r in again]
+
+
 class Residual(torch.nn.Module):
     """Not a Sequential, with a Linear and an elementwise layer inside: run by vmap whole."""
 
