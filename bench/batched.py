@@ -16,9 +16,8 @@ parameter is restored after each step (frozen), and its NaNs cannot reach anothe
 nothing here reduces across members except the final sum, whose gradient is 1 for every member.
 
 The optimizer's param group lr is a float when all members share their lr and schedule, else a
-float64 tensor of the N members' lrs (an optbench optimizer extension: a 1-D lr applies along the
-leading dimension of every parameter). ``make_optimizer`` builds the optimizer, so another
-implementation (e.g. one that takes tensor lrs) slots in without touching the loop.
+float64 tensor of the N members' lrs (an optbench optimizer extension, ``optimizers._base.run_lr``:
+a 1-D lr applies along the leading dimension of every parameter), assigned after construction.
 """
 
 from __future__ import annotations
@@ -66,7 +65,8 @@ SHARED_FIELDS = (
 #: Test samples per forward pass when evaluating a member (as ClassificationProblem.evaluate).
 EVAL_CHUNK = 2000
 
-#: (optimizer name, stacked params, lr, opt_args) -> optimizer; lr is a float or an (N,) tensor.
+#: (optimizer name, stacked params, lr, opt_args) -> optimizer, built with a float lr; the batch
+#: then sets ``param_groups[0]["lr"]`` to a float or an (N,) tensor (one lr per member) per step.
 OptimizerFactory = Callable[[str, list[Tensor], Any, dict[str, Any]], torch.optim.Optimizer]
 
 #: Called at every logged row with (step, steps).
@@ -210,10 +210,13 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
     schedules = MemberSchedules(configs)
     lrs = schedules.lrs()
     per_member_lr = schedules.distinct > 1
-    opt = make_optimizer(
-        first.optim, stacked.params, _group_lr(lrs, per_member_lr, device), first.opt_args
-    )
+    # Built with a float lr (the constructor keeps torch's one-element rule for tensor lrs),
+    # then given the per-member lrs; initial_lr is what a separate run's scheduler sets (Rprop
+    # derives its step sizes from it).
+    opt = make_optimizer(first.optim, stacked.params, lrs[0], first.opt_args)
     group = opt.param_groups[0]
+    group["lr"] = _group_lr(lrs, per_member_lr, device)
+    group["initial_lr"] = _group_lr([c.lr for c in configs], per_member_lr, device)
     steps = first.steps
     rows, evals = row_steps(steps, first.eval_every)
     is_row = [False] * (steps + 1)

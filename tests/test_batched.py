@@ -1,9 +1,5 @@
-"""bench.batched.train_batch against separate train_one_run calls, member by member.
-
-Optimizers here that take a 1-D tensor lr are a local reference (`TensorLRSGD`, `TensorLRAdam`,
-torch's single-tensor formulas with the lr broadcast along the leading dimension), so the
-per-member lr and schedule path is tested before the registry's optimizers accept tensor lrs.
-"""
+"""bench.batched.train_batch against separate train_one_run calls, member by member, with the
+registry's optimizers (different lrs and schedules in one batch through their per-run lr)."""
 
 from __future__ import annotations
 
@@ -20,74 +16,18 @@ from bench import data as D
 from bench import tasks as T
 from bench.train import RunConfig, make_optimizer, train_one_run
 
-# ---------------------------------------------------------------------------- reference optimizers
-
-
-def _per_member(lr: float | torch.Tensor, p: torch.Tensor) -> float | torch.Tensor:
-    """A float lr as is; an (N,) lr as an (N, 1, ..., 1) tensor of p's dtype."""
-    if isinstance(lr, torch.Tensor):
-        return lr.to(p.dtype).view(-1, *[1] * (p.dim() - 1))
-    return lr
-
-
-class TensorLRSGD(torch.optim.Optimizer):
-    """theta <- theta - lr * g, lr a float or one per member (torch.optim.SGD's default path)."""
-
-    def __init__(self, params, lr):
-        super().__init__(params, {"lr": lr})
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.add_(p.grad * _per_member(group["lr"], p), alpha=-1)
-
-
-class TensorLRAdam(torch.optim.Optimizer):
-    """torch.optim.Adam's single-tensor update (no weight decay), lr a float or one per member."""
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
-        super().__init__(params, {"lr": lr, "betas": betas, "eps": eps})
-
-    @torch.no_grad()
-    def step(self):
-        for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t, m, v, g = state["step"], state["exp_avg"], state["exp_avg_sq"], p.grad
-                m.lerp_(g, 1 - beta1)
-                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                denom = (v.sqrt() / math.sqrt(1 - beta2**t)).add_(group["eps"])
-                lr = group["lr"]
-                if isinstance(lr, torch.Tensor):
-                    step_size = _per_member(lr / (1 - beta1**t), p)
-                    p.sub_(m / denom * step_size)
-                else:
-                    p.addcdiv_(m, denom, value=-lr / (1 - beta1**t))
-
-
-REFERENCE = {"sgd": TensorLRSGD, "adam": TensorLRAdam}
+# ---------------------------------------------------------------------------- recording factory
 
 
 class Recorder:
-    """An optimizer factory that builds the reference optimizer and keeps it for inspection."""
+    """The registry's optimizer factory, keeping the optimizer and the lr of every step."""
 
     def __init__(self):
         self.opt = None
         self.lrs_seen: list = []
 
     def __call__(self, name, params, lr, opt_args):
-        assert not opt_args
-        self.opt = REFERENCE[name](params, lr)
+        self.opt = B.registry_optimizer(name, params, lr, opt_args)
         step = self.opt.step
 
         def recording_step():
@@ -259,7 +199,7 @@ def test_every_surface_and_optimizer_equals_separate_runs(task, optim):
     assert_equal_to_separate(configs, B.train_batch(configs, fallback=False), rel=1e-12)
 
 
-@pytest.mark.parametrize("optim", ["sgd", "adam"])
+@pytest.mark.parametrize("optim", T.OPTIMIZER_NAMES)
 @pytest.mark.parametrize("task", ["rosenbrock", "rastrigin"])
 def test_per_member_lrs_and_schedules_on_surfaces(task, optim):
     """Four lrs and four schedules in one batch, through a tensor lr: every member's curves
@@ -312,9 +252,11 @@ def test_float64_mlp_batch_equals_separate_runs(mlp64, data_dir):
     assert len({r["curves"]["train_loss"][-1] for r in separate}) == 3  # seeds do differ
 
 
-@pytest.mark.parametrize("optim, lr", [("sgd", 0.3), ("adam", 1e-2)])
+@pytest.mark.parametrize(
+    "optim, lr", [("sgd", 0.3), ("adam", 1e-2), ("momentum", 0.05), ("rprop", 1e-3)]
+)
 def test_float64_mlp_per_member_lrs_and_schedules(mlp64, data_dir, optim, lr):
-    steps = 200
+    steps = 500
     common = dict(task=mlp64, optim=optim, steps=steps, batch_size=100, eval_every=50,
                   data_dir=data_dir)  # fmt: skip
     configs = [
@@ -322,16 +264,18 @@ def test_float64_mlp_per_member_lrs_and_schedules(mlp64, data_dir, optim, lr):
         config(**common, lr=lr / 3, seed=1, sched="cosine"),
         config(**common, lr=lr * 2, seed=0, sched="staircase", warmup=10),
     ]
-    batch = B.train_batch(configs, make_optimizer=Recorder(), fallback=False)
+    recorder = Recorder()
+    batch = B.train_batch(configs, make_optimizer=recorder, fallback=False)
     assert_equal_to_separate(configs, batch, rel=1e-8)
+    assert all(isinstance(lr, torch.Tensor) and lr.shape == (3,) for lr in recorder.lrs_seen)
 
 
 @pytest.mark.parametrize("optim", ["adam", "sgd"])
 def test_float32_mnist1d_mlp_first_100_losses(data_dir, optim):
     configs = [
         config(task="mnist1d_mlp", optim=optim, seed=s, steps=100, batch_size=100, eval_every=50,
-               data_dir=data_dir)
-        for s in range(4)
+               data_dir=data_dir, lr=T.TASKS["mnist1d_mlp"].default_lr(optim) * f)
+        for s, f in zip(range(4), (1, 0.5, 2, 0.25), strict=True)
     ]  # fmt: skip
     batch = B.train_batch(configs, fallback=False)
     assert_equal_to_separate(configs, batch, rel=1e-5, keys=["step", "lr", "train_loss"])
@@ -490,10 +434,12 @@ def test_a_failing_batch_falls_back_to_separate_runs():
         B.train_batch(configs, fallback=False)
 
 
-def test_registry_optimizers_with_different_lrs_give_the_separate_runs():
-    """Batched (once the optimizers take tensor lrs) or fallen back, the records are the same."""
+def test_registry_optimizers_with_different_lrs_run_batched():
+    """No fallback: the registry's optimizers take the members' lrs as one per-run lr."""
     configs = [config(optim="adam", lr=lr, steps=100) for lr in (0.1, 0.03)]
-    assert_equal_to_separate(configs, B.train_batch(configs), rel=1e-12, fallback=True)
+    batch = B.train_batch(configs)
+    assert all("fallback" not in r["batch"] for r in batch)
+    assert_equal_to_separate(configs, batch, rel=1e-12)
 
 
 def test_timings_are_the_batchs_divided_among_members():
