@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -205,7 +205,7 @@ def _new_record(config: RunConfig, started_at: str, vers: dict, name: str) -> di
 def _loop(configs, device, make_optimizer, records, curves, summaries, progress) -> None:
     """train.py's loop with every per-run quantity a vector over the N members."""
     first, n = configs[0], len(configs)
-    task = T.TASKS[first.task]
+    task = T.get(first.task)
     stacked = stack_problems(task, configs, device)
     schedules = MemberSchedules(configs)
     lrs = schedules.lrs()
@@ -514,3 +514,65 @@ class MinibatchOrder:
         idx = self.perm[:, self.pos : self.pos + b]
         self.pos += b
         return idx
+
+
+# ---------------------------------------------------------------------------- jobs for the runner
+
+#: --max-batch's default: members per batch by task kind (see docs/vectorized.md, Speed).
+DEFAULT_MAX_BATCH = {"surface": 256, "classification": 16}
+
+
+@dataclass(frozen=True)
+class Batch:
+    """An executor job of several runs trained together by ``train_batch``."""
+
+    configs: tuple[RunConfig, ...]
+
+
+def batchable(config: RunConfig) -> bool:
+    """Whether ``config`` can join a batch: a built-in optimizer (they take per-run lrs) on a
+    task made by ``surface_task`` or ``classification_task`` (not a user ``build``)."""
+    import optimizers
+
+    if config.optim not in optimizers.available():
+        return False
+    try:
+        task = T.get(config.task)
+    except Exception:
+        return False
+    return task.builder is None and (task.is_surface or task.model is not None)
+
+
+def make_jobs(
+    configs: Sequence[RunConfig], vectorize: str = "auto", max_batch: int | None = None
+) -> list[RunConfig | Batch]:
+    """The executor jobs of ``configs``: with ``vectorize="auto"``, batchable configs with equal
+    ``batch_key`` grouped in their order into batches of at most ``max_batch`` (default: by
+    task kind, DEFAULT_MAX_BATCH); a group of one, and everything else, as single runs. The
+    grouping depends only on the configs and max_batch, so a sweep's batches (hence its numbers)
+    are the same whatever the executor or --jobs."""
+    if vectorize == "off":
+        return list(configs)
+    groups: dict[str, list[RunConfig]] = {}
+    jobs: list[RunConfig | Batch | str] = []
+    for c in configs:
+        if not batchable(c):
+            jobs.append(c)
+            continue
+        key = batch_key(c)
+        if key not in groups:
+            groups[key] = []
+            jobs.append(key)  # the group's place: where its first member was
+        groups[key].append(c)
+    out: list[RunConfig | Batch] = []
+    for job in jobs:
+        if not isinstance(job, str):
+            out.append(job)
+            continue
+        members = groups[job]
+        kind = "surface" if T.get(members[0].task).is_surface else "classification"
+        size = max_batch or DEFAULT_MAX_BATCH[kind]
+        for k in range(0, len(members), size):
+            chunk = members[k : k + size]
+            out.append(Batch(tuple(chunk)) if len(chunk) > 1 else chunk[0])
+    return out
