@@ -229,6 +229,51 @@ def write_docs(text: str) -> None:
     os.replace(tmp, DOCS)
 
 
+COMMANDS_MD = ROOT / "docs" / "generated" / "vectorized_speed.md"
+
+
+def bench_commands(args, device) -> list[list[str]]:
+    """Whole ``python -m bench.run`` commands, --vectorize auto against off, alternately, each
+    into a fresh store (so the store's writes are included)."""
+    import tempfile
+
+    seeds16 = ",".join(map(str, range(args.mlp_runs // 4)))
+    cases = [
+        (f"mnist1d_mlp {optim}, {args.mlp_runs} runs (seeds x 4 schedules), "
+         f"{args.mlp_steps} steps",
+         ["--task", "mnist1d_mlp", "--optim", optim, "--seed", seeds16,
+          "--sched", "constant,exponential,cosine,piecewise", "--steps", str(args.mlp_steps)])
+        for optim in ("adam", "sgd")
+    ]  # fmt: skip
+    cases.append((
+        f"rosenbrock sgd, {args.surface_runs} runs (seeds), 500 steps",
+        ["--task", "rosenbrock", "--optim", "sgd", "--seed",
+         ",".join(map(str, range(args.surface_runs))), "--steps", "500"],
+    ))  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    rows = []
+    for name, flags in cases:
+
+        def command(mode: str, flags=flags) -> float:
+            with tempfile.TemporaryDirectory() as out:
+                cmd = [sys.executable, "-m", "bench.run", *flags, "--device", str(device),
+                       "--out", out, "--quiet", "--vectorize", mode]  # fmt: skip
+                t = time.perf_counter()
+                subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+                return time.perf_counter() - t
+
+        times = alternate({"off": lambda: command("off"), "auto": lambda: command("auto")},
+                          args.repeats)  # fmt: skip
+        off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
+        rows.append([name, f"{off:.1f}", f"{auto:.1f}", f"{off / auto:.1f}x"])
+    return rows
+
+
+def _command_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
@@ -240,6 +285,12 @@ def main() -> None:
     p.add_argument("--step-steps", type=int, default=100, help="steps per 'step' timing")
     p.add_argument("--surface-runs", type=int, default=256, help="Rosenbrock runs per batch")
     p.add_argument("--only", default="step,mlp,surface", help="sections to run, comma-separated")
+    p.add_argument(
+        "--commands",
+        action="store_true",
+        help="instead: time whole bench.run commands, --vectorize auto vs off, and write "
+        "docs/generated/vectorized_speed.md",
+    )
     p.add_argument("--data-dir", default=str(D.default_data_dir()), help="where mnist1d lives")
     p.add_argument("--write-docs", action="store_true", help=f"write the table into {DOCS.name}")
     args = p.parse_args()
@@ -258,6 +309,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     T.TASKS["mnist1d_mlp"].prepare(args.data_dir)
     load_before = os.getloadavg()
+    if args.commands:
+        rows = bench_commands(args, device)
+        header = ["command (--jobs 1)", "--vectorize off (s)", "auto (s)", "speed-up"]
+        load_after = os.getloadavg()
+        text = (
+            f"{_command_table(header, rows)}\n\n"
+            f"Whole `python -m bench.run` commands into a fresh store, medians of "
+            f"{args.repeats} alternating repeats; {stamp(device, args.threads)}; load average "
+            f"before {load_before[0]:.1f}, after {load_after[0]:.1f}.\n"
+        )
+        print(text)
+        COMMANDS_MD.parent.mkdir(parents=True, exist_ok=True)
+        COMMANDS_MD.write_text(text)
+        return
     rows = []
     if "step" in sections:
         rows += bench_step(args, device, args.data_dir)
