@@ -210,6 +210,20 @@ def build_parser() -> argparse.ArgumentParser:
         "with --executor ray, as many as the cluster's resources hold)",
     )
     a(
+        "--vectorize",
+        default="auto",
+        choices=("auto", "off"),
+        help="auto: train runs that differ only in seed, lr and schedule as one batched model "
+        "(built-in optimizers on surface and classification tasks; docs/vectorized.md); "
+        "off: one run at a time (default: auto)",
+    )
+    a(
+        "--max-batch",
+        type=_int("--max-batch"),
+        help="most runs per batch with --vectorize auto (default: 256 on the 2-D surfaces, 16 "
+        "on classification tasks)",
+    )
+    a(
         "--executor",
         default="local",
         type=_checked("executor", lambda t: parse_names("executor", t, EXECUTORS)[0]),

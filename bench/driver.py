@@ -60,8 +60,11 @@ def execute(
     quiet: bool,
     label: str = "",
     extra: Mapping[str, dict[str, Any]] | None = None,
+    vectorize: str = "off",
+    max_batch: int | None = None,
 ) -> dict[str, int]:
-    """Run the pending configs, adding each record to the store as it finishes (with the fields of
+    """Run the pending configs (grouped into batches by ``bench.batched.make_jobs`` unless
+    ``vectorize`` is "off"), adding each record to the store as it finishes (with the fields of
     ``extra[run_id]``: how its lr was chosen, its target). ``label`` prefixes the per-run lines.
     Returns the count of each status (and of the skipped runs)."""
     if pending:
@@ -85,7 +88,10 @@ def execute(
             bar.close()
 
     try:
-        results = executor.map(pending, run_bar if bars else None)
+        from bench.batched import make_jobs
+
+        jobs = make_jobs(pending, vectorize, max_batch)
+        results = executor.map(jobs, run_bar if bars else None)
         with contextlib.closing(results):  # Ctrl-C anywhere here stops the runs at once
             for index, (config, record) in enumerate(results, start=skipped + 1):
                 store.add({**record, **(extra or {}).get(config.run_id, {})})

@@ -1,6 +1,8 @@
-"""Executors: where runs happen. ``Executor.map(configs)`` yields ``(config, record)`` for every
-config, in completion order. A run is the pure function ``train_one_run(config) -> record``;
-executors return records and never touch the store (the driver writes every record).
+"""Executors: where runs happen. ``Executor.map(jobs)`` yields ``(config, record)`` for every
+run, in completion order; a job is a RunConfig or a ``bench.batched.Batch`` of runs trained
+together (it yields one pair per member, together). A run is the pure function
+``train_one_run(config) -> record``; executors return records and never touch the store (the
+driver writes every record).
 
     serial   in this process, one run after another (with a per-run progress bar)
     local    ``--jobs N`` worker processes on this machine, started once per command
@@ -66,16 +68,37 @@ class Executor:
         self.close()
 
 
-def run_here(config: RunConfig, progress: Progress | None = None) -> Record:
-    """``train_one_run`` as a worker calls it: a data set missing on this machine names the node
-    (on a cluster the driver's check says nothing about the node that ran the run)."""
-    record = train_one_run(config, progress)
+Job = Any  # RunConfig | bench.batched.Batch
+
+
+def members(job: Job) -> list[RunConfig]:
+    """The runs of a job."""
+    return list(job.configs) if hasattr(job, "configs") else [job]
+
+
+def run_job(job: Job, progress: Progress | None = None) -> list[Record]:
+    """The records of a job's runs, in ``members`` order: a batch by ``train_batch`` (which
+    falls back to separate runs if the batch fails), a single run by ``run_here``."""
+    if hasattr(job, "configs"):
+        from bench.batched import train_batch
+
+        return [_name_node(r) for r in train_batch(job.configs)]
+    return [run_here(job, progress)]
+
+
+def _name_node(record: Record) -> Record:
     error = record.get("error") or ""
     if record["status"] == "failed" and error.startswith("DataMissingError"):
         record["error"] = (
             f"DataMissingError on node {socket.gethostname()}: " + error.split(": ", 1)[-1]
         )
     return record
+
+
+def run_here(config: RunConfig, progress: Progress | None = None) -> Record:
+    """``train_one_run`` as a worker calls it: a data set missing on this machine names the node
+    (on a cluster the driver's check says nothing about the node that ran the run)."""
+    return _name_node(train_one_run(config, progress))
 
 
 def lost_record(config: RunConfig, error: str) -> Record:
@@ -129,10 +152,11 @@ class SerialExecutor(Executor):
     name = "serial"
 
     def map(self, configs, progress=None):
-        for config in configs:
-            with progress(config) if progress else nullcontext() as callback:
-                record = run_here(config, callback)
-            yield config, record
+        for job in configs:
+            single = not hasattr(job, "configs")
+            with progress(job) if progress and single else nullcontext() as callback:
+                records = run_job(job, callback)
+            yield from zip(members(job), records, strict=True)
 
 
 # ---------------------------------------------------------------------------- local
@@ -155,8 +179,8 @@ def worker_main(fd: int) -> None:
             return
         if chunk is None:
             return
-        for k, config in chunk:
-            conn.send((k, run_here(config)))
+        for k, job in chunk:
+            conn.send((k, run_job(job)))
 
 
 class _Worker:
@@ -208,22 +232,23 @@ class LocalExecutor(Executor):
                 for conn in wait([w.conn for w in self.workers if w.chunk]):
                     w = next(w for w in self.workers if w.conn is conn)
                     try:
-                        k, record = conn.recv()
+                        k, records = conn.recv()
                     except (EOFError, OSError):  # the worker died
-                        for k, record in self._lost(w, todo, tries):
+                        for k, records in self._lost(w, todo, tries):
                             left -= 1
-                            yield configs[k], record
+                            yield from zip(members(configs[k]), records, strict=True)
                         continue
                     del w.chunk[k]
-                    self.times.add(record)
+                    for record in records:
+                        self.times.add(record)
                     left -= 1
-                    yield configs[k], record
+                    yield from zip(members(configs[k]), records, strict=True)
             done = True
         finally:
             if not done:  # interrupted: the runs in flight are abandoned with their workers
                 self.close()
 
-    def _lost(self, w: _Worker, todo: deque, tries: list[int]) -> list[tuple[int, Record]]:
+    def _lost(self, w: _Worker, todo: deque, tries: list[int]) -> list[tuple[int, list[Record]]]:
         """Replace a dead worker; requeue its unfinished runs, or give up on those retried
         max_retries times (returned as failed records)."""
         try:
@@ -241,7 +266,7 @@ class LocalExecutor(Executor):
                 todo.appendleft((k, config))
                 continue
             error = f"WorkerLost: its worker process died ({why}) {tries[k]} times running it"
-            gave_up.append((k, lost_record(config, error)))
+            gave_up.append((k, [lost_record(c, error) for c in members(config)]))
         if todo:
             self.workers.append(_Worker())
         return gave_up

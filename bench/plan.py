@@ -260,6 +260,8 @@ class Plan:
     quiet: bool = False
     download: bool = False
     lr_sources: dict[str, str] = field(default_factory=dict)  # run_id -> default|class_default|..
+    vectorize: str = "auto"  # auto: batch runs that can share a batch (bench.batched); off: never
+    max_batch: int | None = None  # runs per batch; None: bench.batched.DEFAULT_MAX_BATCH
 
 
 def usage(fn: Any, *args: Any) -> Any:
@@ -380,6 +382,8 @@ def make_plan(o: Any) -> Plan:
         quiet=o.quiet,
         download=o.download,
         lr_sources=sources,
+        vectorize=getattr(o, "vectorize", None) or "auto",
+        max_batch=getattr(o, "max_batch", None),
         **executor,
     )
 

@@ -29,7 +29,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import procs
-from bench.executors import MAX_RETRIES, Executor, RunTimes, chunk_size, lost_record, run_here
+from bench.executors import (
+    MAX_RETRIES,
+    Executor,
+    RunTimes,
+    chunk_size,
+    lost_record,
+    members,
+    run_job,
+)
 from bench.plan import UsageError, first_line
 from bench.train import RunConfig
 
@@ -126,7 +134,7 @@ def loopback(ray: Any, on: bool):
 
 def run_chunk(configs: list[RunConfig]) -> list[dict[str, Any]]:
     """The Ray task: the chunk's runs, one after another, on one worker."""
-    return [run_here(c) for c in configs]
+    return [r for job in configs for r in run_job(job)]
 
 
 class RayExecutor(Executor):
@@ -238,7 +246,8 @@ class RayExecutor(Executor):
                     flying[self.task.remote(chunk)] = chunk
                 [ref], _ = ray.wait(list(flying), num_returns=1)
                 chunk = flying.pop(ref)
-                for config, record in zip(chunk, self._records(ref, chunk), strict=True):
+                runs = [c for job in chunk for c in members(job)]
+                for config, record in zip(runs, self._records(ref, runs), strict=True):
                     self.times.add(record)
                     yield config, record
         finally:

@@ -113,7 +113,10 @@ def execute(plan: Plan) -> Outcome:
                     else:
                         store.annotate(c.run_id, {"target": targets[c.task]})
                 skipped = len(configs) - len(pending)
-                counts = execute_runs(store, pending, skipped, executor, plan.quiet, extra=extra)
+                counts = execute_runs(
+                    store, pending, skipped, executor, plan.quiet, extra=extra,
+                    vectorize=plan.vectorize, max_batch=plan.max_batch,
+                )  # fmt: skip
         except KeyboardInterrupt:
             interrupted = True
         ids = {c.run_id for c in configs}

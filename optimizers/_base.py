@@ -77,9 +77,12 @@ def zeros_like(param: Tensor) -> Tensor:
 def scalar(value: Any) -> Any:
     """A step count or hyperparameter as the multi-tensor updates use it: a Python float in
     eager mode (torch's numbers), a float64 tensor while being compiled (no graph break, and
-    factors such as ``1 - beta ** step`` computed in double as in eager mode)."""
+    factors such as ``1 - beta ** step`` computed in double as in eager mode). A per-run lr
+    (a 1-D tensor, see ``run_lr``) stays a float64 tensor."""
     if not isinstance(value, Tensor):
         return value
+    if value.dim() == 1:
+        return value.to(torch.float64)
     return value.to(torch.float64) if torch.compiler.is_compiling() else value.item()
 
 
@@ -108,6 +111,91 @@ def view_as_real(*lists: list[Tensor | None]) -> None:
                 tensors[i] = torch.view_as_real(t)
 
 
+def run_lr(group: dict[str, Any], params: list[Tensor]) -> float | Tensor:
+    """The group's lr as the updates take it: a float, or a per-run lr.
+
+    Per-run lr (an optbench extension, for N runs stacked along the leading dimension of every
+    parameter): ``group["lr"]`` set to a 1-D tensor of N >= 2 lrs after construction (the
+    constructor keeps torch's rule that a tensor lr has one element). Run i's slice ``p[i]`` of
+    every parameter is then updated with ``lr[i]``, as if by its own optimizer. Returned as an
+    (N,) float64 tensor; ValueError unless every parameter's leading dimension is N and every
+    lr is non-negative."""
+    lr = group["lr"]
+    if not isinstance(lr, Tensor) or lr.numel() == 1:
+        return float(lr)
+    if lr.dim() != 1:
+        raise ValueError(
+            f"group['lr'] must be a float, a 1-element tensor or a 1-D tensor of per-run lrs, "
+            f"got a tensor of shape {tuple(lr.shape)}"
+        )
+    n = lr.shape[0]
+    for i, p in enumerate(params):
+        if p.dim() == 0 or p.shape[0] != n:
+            raise ValueError(
+                f"a per-run lr of length {n} needs every parameter's leading dimension to be "
+                f"{n} (one slice per run), but parameter {i} of the group has shape "
+                f"{tuple(p.shape)}"
+            )
+    lr = lr.detach().to(torch.float64)
+    if not torch.compiler.is_compiling() and bool((lr < 0).any() | lr.isnan().any()):
+        raise ValueError(f"Invalid learning rate: {lr.tolist()} (per-run lrs must be >= 0)")
+    return lr
+
+
+def along(value: Any, p: Tensor) -> Any:
+    """``value`` as it multiplies ``p``: a 1-D tensor (one value per run) as an
+    ``(N, 1, ..., 1)`` tensor of p's dtype and device; anything else as is."""
+    if isinstance(value, Tensor) and value.dim() == 1:
+        dtype = p.real.dtype if p.is_complex() else p.dtype
+        return value.to(device=p.device, dtype=dtype).view(-1, *[1] * (p.dim() - 1))
+    return value
+
+
+def along_all(value: Any, tensors: list[Tensor]) -> Any:
+    """``along`` for foreach ops: a per-run value (or a list of them, one per tensor) becomes a
+    list with one ``(N, 1, ..., 1)`` tensor per tensor; anything else as is."""
+    if isinstance(value, Tensor) and value.dim() == 1:
+        return [along(value, t) for t in tensors]
+    if isinstance(value, list) and isinstance(value[0], Tensor) and value[0].dim() == 1:
+        return [along(v, t) for v, t in zip(value, tensors, strict=True)]
+    return value
+
+
+def _per_run(value: Any) -> bool:
+    return isinstance(value, Tensor) and value.dim() == 1
+
+
+def add_(param: Tensor, other: Tensor, alpha: float | Tensor) -> Tensor:
+    """``param += alpha * other`` where ``alpha`` may be per run (a 1-D tensor)."""
+    if _per_run(alpha):  # (addcmul rounds as add with alpha does: one multiply-add)
+        return param.addcmul_(other, along(alpha, param))
+    return param.add_(other, alpha=alpha)
+
+
+def addcmul_(param: Tensor, a: Tensor, b: Tensor, value: float | Tensor) -> Tensor:
+    """``param += value * a * b`` where ``value`` may be per run."""
+    if _per_run(value):  # (rounded as addcmul_ with a number: (value * a) * b + param)
+        return param.addcmul_(a * along(value, param), b)
+    return param.addcmul_(a, b, value=value)
+
+
+def addcdiv_(param: Tensor, a: Tensor, b: Tensor, value: float | Tensor) -> Tensor:
+    """``param += value * a / b`` where ``value`` may be per run."""
+    if _per_run(value):  # (rounded as addcdiv_ with a number: (value * a) / b + param)
+        return param.add_(along(value, param) * a / b)
+    return param.addcdiv_(a, b, value=value)
+
+
+def mul_(param: Tensor, value: float | Tensor) -> Tensor:
+    """``param *= value`` where ``value`` may be per run."""
+    return param.mul_(along(value, param))
+
+
+def foreach_mul_(tensors: list[Tensor], value: Any) -> None:
+    """``tensors *= value`` where ``value`` may be per run, or a list with one per tensor."""
+    torch._foreach_mul_(tensors, along_all(value, tensors))
+
+
 def _tensor_scalars(value: Any) -> bool:
     return isinstance(value, Tensor) or (isinstance(value, list) and isinstance(value[0], Tensor))
 
@@ -116,7 +204,7 @@ def foreach_add_(tensors: list[Tensor], others: list[Tensor], alpha: float | Ten
     """``tensors += alpha * others``; a tensor ``alpha`` (the compiled path's lr) is multiplied
     in, since torch.compile would round an ``alpha=`` tensor to float32."""
     if isinstance(alpha, Tensor):
-        torch._foreach_add_(tensors, torch._foreach_mul(others, alpha))
+        torch._foreach_add_(tensors, torch._foreach_mul(others, along_all(alpha, others)))
     else:
         torch._foreach_add_(tensors, others, alpha=alpha)
 
@@ -125,6 +213,7 @@ def foreach_addcmul_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], va
     """``tensors += value * a * b`` where ``value`` may also be a tensor, or a list with a
     tensor per entry (torch's op takes only numbers: the compiled path's scalars are tensors)."""
     if _tensor_scalars(value):
+        value = along_all(value, tensors)
         torch._foreach_add_(tensors, torch._foreach_mul(torch._foreach_mul(a, b), value))
     else:
         torch._foreach_addcmul_(tensors, a, b, value)
@@ -133,6 +222,7 @@ def foreach_addcmul_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], va
 def foreach_addcdiv_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], value: Any) -> None:
     """``tensors += value * a / b``, with ``value`` as in ``foreach_addcmul_``."""
     if _tensor_scalars(value):
+        value = along_all(value, tensors)
         torch._foreach_add_(tensors, torch._foreach_mul(torch._foreach_div(a, b), value))
     else:
         torch._foreach_addcdiv_(tensors, a, b, value)
@@ -232,7 +322,7 @@ class Optimizer(torch.optim.Optimizer):
         dtype (a pass over attributes: cheap enough for every step)."""
         shapes, dtypes = list(map(_SHAPE, params)), list(map(_DTYPE, params))
         for key, values in zip(self.state_keys, states, strict=True):
-            if key == "step":
+            if key in ("step", "lr0"):  # (not shaped like the param)
                 continue
             try:
                 ok = list(map(_SHAPE, values)) == shapes and list(map(_DTYPE, values)) == dtypes

@@ -49,7 +49,7 @@ def compiled(fn: Callable) -> Callable:
     return torch.compile(fn, fullgraph=True, dynamic=False)
 
 
-def run(fn: Callable, *lists: list, lr: float, **options: Any) -> None:
+def run(fn: Callable, *lists: list, lr: float | Tensor, **options: Any) -> None:
     """``fn(*lists, lr=lr, **options)`` compiled: ``lists`` are the params, the grads and the
     state lists in ``fn``'s order. Entries ``fn`` creates in a state list (SGD's first
     momentum buffer) land in the caller's list."""
@@ -67,7 +67,10 @@ def run(fn: Callable, *lists: list, lr: float, **options: Any) -> None:
         used[1] = [_real(g) for g in grads]
     else:
         used = [params, grads, *states]
-    lr_tensor = torch.tensor(float(lr), dtype=torch.float64)
+    if isinstance(lr, Tensor):  # a per-run lr (an (N,) tensor: see _base.run_lr)
+        lr_tensor = lr.to(torch.float64)
+    else:
+        lr_tensor = torch.tensor(float(lr), dtype=torch.float64)
     try:
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
             compiled(fn)(*used, lr=lr_tensor, **options)

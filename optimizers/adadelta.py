@@ -11,12 +11,14 @@ from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    add_,
     check_lr,
     check_non_negative,
     default_to_foreach,
     foreach_add_,
     increment_steps,
     new_step,
+    run_lr,
     scalar,
     view_as_real,
     zeros_like,
@@ -85,7 +87,7 @@ class Adadelta(Optimizer):
             *states,
             foreach=group["foreach"],
             fused=group["fused"],
-            lr=float(group["lr"]),
+            lr=run_lr(group, params),
             rho=group["rho"],
             eps=group["eps"],
             weight_decay=group["weight_decay"],
@@ -102,7 +104,7 @@ def adadelta(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    lr: float | Tensor,
     rho: float,
     eps: float,
     weight_decay: float,
@@ -127,7 +129,7 @@ def _single_tensor_adadelta(
     acc_deltas: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     rho: float,
     eps: float,
     weight_decay: float,
@@ -150,7 +152,7 @@ def _single_tensor_adadelta(
         acc_delta.mul_(rho).addcmul_(delta, delta, value=1 - rho)
         if torch.is_complex(param):
             delta = torch.view_as_complex(delta)
-        param.add_(delta, alpha=-lr)
+        add_(param, delta, -lr)
 
 
 def _multi_tensor_adadelta(

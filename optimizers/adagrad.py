@@ -11,12 +11,17 @@ from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    add_,
+    addcdiv_,
+    along_all,
     check_lr,
     check_non_negative,
     default_to_foreach,
+    foreach_mul_,
     increment_steps,
     new_step,
     per_tensor,
+    run_lr,
     scalar,
     view_as_real,
 )
@@ -99,7 +104,7 @@ class Adagrad(Optimizer):
             *states,
             foreach=group["foreach"],
             fused=group["fused"],
-            lr=float(group["lr"]),
+            lr=run_lr(group, params),
             lr_decay=group["lr_decay"],
             weight_decay=group["weight_decay"],
             eps=group["eps"],
@@ -115,7 +120,7 @@ def adagrad(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    lr: float | Tensor,
     lr_decay: float,
     weight_decay: float,
     eps: float,
@@ -139,7 +144,7 @@ def _single_tensor_adagrad(
     state_sums: list[Tensor],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     lr_decay: float,
     weight_decay: float,
     eps: float,
@@ -159,14 +164,14 @@ def _single_tensor_adagrad(
             indices, values = grad._indices(), grad._values()
             state_sum.add_(_sparse_like(grad, indices, values.pow(2)))
             std_values = state_sum.sparse_mask(grad)._values().sqrt_().add_(eps)
-            param.add_(_sparse_like(grad, indices, values / std_values), alpha=-clr)
+            add_(param, _sparse_like(grad, indices, values / std_values), -clr)
             continue
         if torch.is_complex(param):
             param, grad = torch.view_as_real(param), torch.view_as_real(grad)
             state_sum = torch.view_as_real(state_sum)
         state_sum.addcmul_(grad, grad, value=1)
         std = state_sum.sqrt().add_(eps)
-        param.addcdiv_(grad, std, value=-clr)
+        addcdiv_(param, grad, std, -clr)
 
 
 def _sparse_like(grad: Tensor, indices: Tensor, values: Tensor) -> Tensor:
@@ -217,8 +222,8 @@ def _multi_tensor_adagrad(
         std = torch._foreach_sqrt(d_sums)
         torch._foreach_add_(std, eps)
         if weight_decay != 0 or maximize:
-            torch._foreach_mul_(d_grads, minus_clr)
+            foreach_mul_(d_grads, minus_clr)
             numerator = d_grads
         else:
-            numerator = torch._foreach_mul(d_grads, minus_clr)
+            numerator = torch._foreach_mul(d_grads, along_all(minus_clr, d_grads))
         torch._foreach_addcdiv_(d_params, numerator, std)

@@ -11,13 +11,17 @@ from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    addcdiv_,
     check_lr,
     check_non_negative,
     default_to_foreach,
     foreach_addcdiv_,
+    foreach_mul_,
     increment_steps,
+    mul_,
     new_step,
     per_tensor,
+    run_lr,
     scalar,
     view_as_real,
     zeros_like,
@@ -103,7 +107,7 @@ class Adam(Optimizer):
             *states,
             foreach=group["foreach"],
             fused=group["fused"],
-            lr=float(group["lr"]),
+            lr=run_lr(group, params),
             beta1=float(beta1),
             beta2=float(beta2),
             eps=group["eps"],
@@ -124,7 +128,7 @@ def adam(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -155,7 +159,7 @@ def _single_tensor_adam(
     max_exp_avg_sqs: list[Tensor | None],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     beta1: float,
     beta2: float,
     eps: float,
@@ -170,7 +174,7 @@ def _single_tensor_adam(
         state_steps[i] += 1
         if weight_decay != 0:
             if decoupled_weight_decay:
-                param.mul_(1 - lr * weight_decay)
+                mul_(param, 1 - lr * weight_decay)
             else:
                 grad = grad.add(param, alpha=weight_decay)
         if torch.is_complex(param):
@@ -188,7 +192,7 @@ def _single_tensor_adam(
             denom = (max_exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
         else:
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        param.addcdiv_(exp_avg, denom, value=-step_size)
+        addcdiv_(param, exp_avg, denom, -step_size)
 
 
 def _multi_tensor_adam(
@@ -218,7 +222,7 @@ def _multi_tensor_adam(
         increment_steps(d_steps)
         if weight_decay != 0:
             if decoupled_weight_decay:
-                torch._foreach_mul_(d_params, 1 - lr * weight_decay)
+                foreach_mul_(d_params, 1 - lr * weight_decay)
             elif maximize:  # (d_grads is already a copy)
                 torch._foreach_add_(d_grads, d_params, alpha=weight_decay)
             else:

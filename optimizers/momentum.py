@@ -12,10 +12,12 @@ from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    add_,
     check_lr,
     check_non_negative,
     default_to_foreach,
     foreach_add_,
+    run_lr,
     scalar,
     zeros_like,
 )
@@ -87,7 +89,7 @@ class Momentum(Optimizer):
             *states,
             foreach=group["foreach"],
             fused=group["fused"],
-            lr=float(group["lr"]),
+            lr=run_lr(group, params),
             momentum=group["momentum"],
             weight_decay=group["weight_decay"],
             nesterov=group["nesterov"],
@@ -124,7 +126,7 @@ def momentum(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    lr: float | Tensor,
     momentum: float,
     weight_decay: float,
     nesterov: bool,
@@ -150,7 +152,7 @@ def _single_tensor_momentum(
     grads: list[Tensor],
     velocities: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     momentum: float,
     weight_decay: float,
     nesterov: bool,
@@ -160,9 +162,9 @@ def _single_tensor_momentum(
         grad = grad if not maximize else -grad
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
-        velocity.mul_(momentum).add_(grad, alpha=-lr)
+        add_(velocity.mul_(momentum), grad, -lr)
         if nesterov:
-            param.add_(velocity, alpha=momentum).add_(grad, alpha=-lr)
+            add_(param.add_(velocity, alpha=momentum), grad, -lr)
         else:
             param.add_(velocity)
 

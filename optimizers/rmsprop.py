@@ -11,6 +11,8 @@ from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    add_,
+    addcdiv_,
     check_lr,
     check_non_negative,
     default_to_foreach,
@@ -18,6 +20,7 @@ from ._base import (
     foreach_addcdiv_,
     increment_steps,
     new_step,
+    run_lr,
     scalar,
     view_as_real,
     zeros_like,
@@ -95,7 +98,7 @@ class RMSprop(Optimizer):
             *states,
             foreach=group["foreach"],
             fused=group["fused"],
-            lr=float(group["lr"]),
+            lr=run_lr(group, params),
             alpha=group["alpha"],
             eps=group["eps"],
             weight_decay=group["weight_decay"],
@@ -115,7 +118,7 @@ def rmsprop(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    lr: float | Tensor,
     alpha: float,
     eps: float,
     weight_decay: float,
@@ -144,7 +147,7 @@ def _single_tensor_rmsprop(
     momentum_buffers: list[Tensor | None],
     state_steps: list[Tensor],
     *,
-    lr: float,
+    lr: float | Tensor,
     alpha: float,
     eps: float,
     weight_decay: float,
@@ -172,9 +175,9 @@ def _single_tensor_rmsprop(
         avg = avg.add_(eps)
         if momentum > 0:
             buf.mul_(momentum).addcdiv_(grad, avg)
-            param.add_(buf, alpha=-lr)
+            add_(param, buf, -lr)
         else:
-            param.addcdiv_(grad, avg, value=-lr)
+            addcdiv_(param, grad, avg, -lr)
 
 
 def _multi_tensor_rmsprop(

@@ -11,11 +11,14 @@ from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    addcmul_,
+    along,
     check_lr,
     default_to_foreach,
     foreach_addcmul_,
     increment_steps,
     new_step,
+    run_lr,
     scalar,
     view_as_real,
     zeros_like,
@@ -76,12 +79,22 @@ class Rprop(Optimizer):
         super().__init__(params, defaults)
 
     def _init_state(self, p: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        lr0 = float(group.get("initial_lr", group["lr"]))
+        initial = group.get("initial_lr", group["lr"])
+        if isinstance(initial, Tensor) and initial.numel() > 1:  # per-run lrs (see run_lr)
+            lr0: float | Tensor = initial.detach().to(torch.float64).clone()
+        else:
+            lr0 = float(initial)
         if not state:
             state["step"] = new_step(p, group)
             state["prev"] = zeros_like(p)
-            value = complex(lr0, lr0) if torch.is_complex(p) else lr0
-            state["step_size"] = torch.full_like(p, value, memory_format=torch.preserve_format)
+            if isinstance(lr0, Tensor):
+                step_size = zeros_like(p)
+                real = torch.view_as_real(step_size) if torch.is_complex(p) else step_size
+                real.add_(along(lr0, real))
+                state["step_size"] = step_size
+            else:
+                value = complex(lr0, lr0) if torch.is_complex(p) else lr0
+                state["step_size"] = torch.full_like(p, value, memory_format=torch.preserve_format)
         state.setdefault("lr0", lr0)
 
     def _update(self, group: dict[str, Any], params: list, grads: list, states: list) -> None:
@@ -93,7 +106,7 @@ class Rprop(Optimizer):
             *states,
             foreach=group["foreach"],
             fused=group["fused"],
-            lr=float(group["lr"]),
+            lr=run_lr(group, params),
             etaminus=etaminus,
             etaplus=etaplus,
             step_size_min=step_size_min,
@@ -112,7 +125,7 @@ def rprop(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    lr: float | Tensor,
     etaminus: float,
     etaplus: float,
     step_size_min: float,
@@ -132,8 +145,13 @@ def rprop(
         _single_tensor_rprop(*lists, lr=lr, **options)
 
 
-def _ratio(lr: float | Tensor, lr0: float) -> float | Tensor:
-    """The schedule's multiplier lr_t / lr_0 (1 when lr_0 is 0)."""
+def _ratio(lr: float | Tensor, lr0: float | Tensor) -> float | Tensor:
+    """The schedule's multiplier lr_t / lr_0 (1 when lr_0 is 0); per run when either is a
+    1-D tensor."""
+    if isinstance(lr0, Tensor):
+        return torch.where(lr0 != 0, lr / lr0, 1.0)
+    if isinstance(lr, Tensor) and lr.dim() == 1:
+        return lr / lr0 if lr0 != 0 else torch.ones_like(lr)
     return lr / lr0 if lr0 != 0 else 1.0
 
 
@@ -145,7 +163,7 @@ def _single_tensor_rprop(
     state_steps: list[Tensor],
     lr0s: list[float],
     *,
-    lr: float,
+    lr: float | Tensor,
     etaminus: float,
     etaplus: float,
     step_size_min: float,
@@ -166,7 +184,7 @@ def _single_tensor_rprop(
         step_size.mul_(sign).clamp_(step_size_min, step_size_max)
         grad = grad.clone(memory_format=torch.preserve_format)
         grad[sign.eq(etaminus)] = 0
-        param.addcmul_(grad.sign(), step_size, value=-_ratio(lr, lr0s[i]))
+        addcmul_(param, grad.sign(), step_size, -_ratio(lr, lr0s[i]))
         prev.copy_(grad)
 
 

@@ -11,10 +11,12 @@ from . import _fused
 from ._base import (
     Optimizer,
     ParamsT,
+    add_,
     check_lr,
     check_non_negative,
     default_to_foreach,
     foreach_add_,
+    run_lr,
     scalar,
 )
 
@@ -76,7 +78,7 @@ class SGD(Optimizer):
             buffers,
             foreach=group["foreach"],
             fused=group["fused"],
-            lr=float(group["lr"]),
+            lr=run_lr(group, params),
             momentum=group["momentum"],
             dampening=group["dampening"],
             weight_decay=group["weight_decay"],
@@ -95,7 +97,7 @@ def sgd(
     *,
     foreach: bool | None = None,
     fused: bool | None = None,
-    lr: float,
+    lr: float | Tensor,
     momentum: float,
     dampening: float,
     weight_decay: float,
@@ -120,7 +122,7 @@ def _single_tensor_sgd(
     grads: list[Tensor],
     momentum_buffers: list[Tensor | None],
     *,
-    lr: float,
+    lr: float | Tensor,
     momentum: float,
     dampening: float,
     weight_decay: float,
@@ -138,7 +140,7 @@ def _single_tensor_sgd(
             else:
                 buf.mul_(momentum).add_(grad, alpha=1 - dampening)
             grad = grad.add(buf, alpha=momentum) if nesterov else buf
-        param.add_(grad, alpha=-lr)
+        add_(param, grad, -lr)
 
 
 def _multi_tensor_sgd(
@@ -182,6 +184,6 @@ def _multi_tensor_sgd(
                 d_grads = d_bufs
         if has_sparse_grad:
             for param, grad in zip(d_params, d_grads, strict=True):
-                param.add_(grad, alpha=-lr)
+                add_(param, grad, -lr)
         else:
             foreach_add_(d_params, d_grads, -lr)

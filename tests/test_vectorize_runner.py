@@ -1,0 +1,78 @@
+"""python -m bench.run --vectorize auto|off: same run ids, curves within the batched tolerances,
+and the same bits whatever --jobs."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import batched as B
+from bench.train import RunConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep(out: Path, *flags: str) -> dict[str, dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "bench.run", "--task", "rosenbrock,rastrigin", "--optim",
+           "sgd,adam,rprop", "--seed", "0,1,2", "--sched", "constant,exponential", "--steps",
+           "200", "--out", str(out), "--quiet", *flags]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+    return {Path(f).stem: json.load(open(f)) for f in glob.glob(f"{out}/runs/*.json")}
+
+
+def curves(record: dict) -> dict:
+    return {k: v for k, v in record["curves"].items() if k != "elapsed_s"}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweeps")
+    return (
+        sweep(tmp / "off", "--vectorize", "off"),
+        sweep(tmp / "auto"),
+        sweep(tmp / "auto2", "--jobs", "2"),
+    )
+
+
+def test_vectorized_sweep_has_the_same_runs_and_curves(sweeps):
+    off, auto, _ = sweeps
+    assert sorted(off) == sorted(auto) and len(off) == 36
+    assert all("batch" not in r for r in off.values())
+    assert all(r["batch"]["size"] == 6 and "fallback" not in r["batch"] for r in auto.values())
+    for run_id, r in off.items():
+        a = auto[run_id]
+        assert r["status"] == a["status"]
+        for key, values in curves(r).items():
+            for x, y in zip(values, a["curves"][key], strict=True):
+                assert (x is None) == (y is None)
+                if x is not None and x != y:
+                    assert abs(x - y) <= 1e-12 * abs(x), (run_id, key)
+
+
+def test_jobs_do_not_change_the_numbers(sweeps):
+    _, auto, auto2 = sweeps
+    assert sorted(auto) == sorted(auto2)
+    for run_id in auto:
+        assert curves(auto[run_id]) == curves(auto2[run_id])
+
+
+def config(**kw) -> RunConfig:
+    base = dict(task="rosenbrock", optim="sgd", sched="constant", seed=0, steps=10,
+                batch_size=None, lr=1e-3, eval_every=10)  # fmt: skip
+    return RunConfig(**{**base, **kw})
+
+
+def test_make_jobs_groups_by_shared_fields_and_caps_the_batch():
+    configs = [config(seed=s) for s in range(5)] + [config(optim="adam", seed=0)]
+    configs += [config(optim="my_module:MyOpt", seed=s) for s in range(2)]
+    jobs = B.make_jobs(configs, "auto", max_batch=2)
+    assert [len(j.configs) if isinstance(j, B.Batch) else 1 for j in jobs] == [2, 2, 1, 1, 1, 1]
+    assert B.make_jobs(configs, "off") == configs
+    assert len(B.make_jobs(configs, "auto")[0].configs) == 5  # surfaces: up to 256
