@@ -1,105 +1,21 @@
-"""The article's figure 1: every optimizer's path over 2-D loss surfaces, run through bench.run.
+"""The article's figure 1: every optimizer's path over 2-D loss surfaces (bench.trajectories).
 
-    python scripts/plot_trajectories.py              # each optimizer at its tuned lr (TUNED_LR)
-    python scripts/plot_trajectories.py --lr 0.01    # every optimizer at lr 0.01 ("similar
-                                                     #   hyperparameters", as in the article)
-    python scripts/plot_trajectories.py --search     # redo the lr search behind TUNED_LR first
-
-Every path is a bench.run run (constant schedule, seed 0, the task's start point) kept in a store
-(``--store``, default results/runs/trajectories; reruns skip finished runs) and read back from its
-curves.csv ``x, y`` columns. Writes into ``--out`` (default results/figures), with TAG ``tuned`` or
-``lr<X>``: ``trajectories_<TAG>.png`` (a panel per surface: contours, one colour per optimizer as
-in bench.plot, start o and minimum *, X where a run diverged), ``trajectories_<TAG>_loss.png``
-(f - f* against step) and ``trajectories_<TAG>_<surface>.gif`` (the paths growing, animated).
-
-The lr search (``--search``): for each surface and optimizer, one run per lr of LR_GRID (the
-same 16 values, so the same budget, for every optimizer) at the given steps; the chosen lr has
-the lowest final train loss (a diverged run counts as +inf; a loss within 1e-10 of the minimum
-counts as reached, and ties go to the smaller lr).
-TUNED_LR below is its result for the default 500 steps.
+python scripts/plot_trajectories.py              # each optimizer at its tuned lr (TUNED_LR)
+python scripts/plot_trajectories.py --lr 0.01    # every optimizer at lr 0.01 ("similar
+                                                 #   hyperparameters", as in the article)
+python scripts/plot_trajectories.py --search     # redo the lr tuning behind TUNED_LR first
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import numpy as np
-import pandas as pd
-import torch
-from matplotlib.animation import FuncAnimation, PillowWriter
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing
 
-from bench import figures, tasks
-from bench import run as bench_run
-from bench.plot import load_store
-
-SURFACES = ("beale", "long_valley", "saddle", "rosenbrock")
-LR_GRID = (*(float(f"{m}e{e}") for e in range(-4, 1) for m in (1, 2, 5)), 10.0)  # 1e-4 .. 10
-# The view of each surface: (x min, x max, y min, y max); contains the start and the minimum.
-VIEW = {
-    "beale": (-1.5, 4.5, -2.0, 2.5),
-    "long_valley": (-4.5, 1.0, -1.5, 1.5),
-    "saddle": (-1.5, 1.5, -2.0, 2.0),
-    "rosenbrock": (-2.0, 2.0, -1.5, 3.5),
-}
-# Found by `--search` with the default 500 steps (see the module docstring). Rprop adapts its
-# step size (lr is only the first step), so several lrs reach the minimum; the smallest wins.
-TUNED_LR: dict[str, dict[str, float]] = {
-    "beale": {
-        "adadelta": 2.0,
-        "adagrad": 2.0,
-        "adam": 0.2,
-        "momentum": 0.005,
-        "nesterov": 0.005,
-        "rmsprop": 0.02,
-        "rprop": 0.0001,
-        "sgd": 0.02,
-    },
-    "long_valley": {
-        "adadelta": 2.0,
-        "adagrad": 0.5,
-        "adam": 0.05,
-        "momentum": 0.02,
-        "nesterov": 0.02,
-        "rmsprop": 0.02,
-        "rprop": 0.0001,
-        "sgd": 0.1,
-    },
-    "saddle": {
-        "adadelta": 1.0,
-        "adagrad": 0.1,
-        "adam": 0.01,
-        "momentum": 0.002,
-        "nesterov": 0.001,
-        "rmsprop": 0.005,
-        "rprop": 0.0001,
-        "sgd": 0.02,
-    },
-    "rosenbrock": {
-        "adadelta": 1.0,
-        "adagrad": 2.0,
-        "adam": 1.0,
-        "momentum": 0.002,
-        "nesterov": 0.001,
-        "rmsprop": 0.02,
-        "rprop": 0.002,
-        "sgd": 0.002,
-    },
-}
-REACHED = 1e-10  # f - f* below this counts as at the minimum (ties in the lr search)
-SEED, SCHEDULE = 0, "constant"  # bench.run --seeds 1 runs seed 0 only
-GIF_FRAMES, GIF_FPS = 60, 12
+from bench import trajectories
 
 
 class _Parser(argparse.ArgumentParser):
@@ -113,7 +29,7 @@ def _positive(kind: type):
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or not np.isfinite(value) or value <= 0:
+        if value is None or not math.isfinite(value) or value <= 0:
             name = "a positive integer" if kind is int else "a positive number"
             raise argparse.ArgumentTypeError(f"must be {name}, got '{text}'")
         return value
@@ -122,15 +38,12 @@ def _positive(kind: type):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="scripts/plot_trajectories.py",
-        description="Optimizer paths over 2-D loss surfaces (the article's figure 1).",
-    )
+    p = _Parser(prog="scripts/plot_trajectories.py", description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--lr", type=_positive(float), metavar="X",
         help="one lr for every optimizer and surface (default: each optimizer's tuned lr per "
-        "surface, TUNED_LR in this script)",
+        "surface, bench.trajectories.TUNED_LR)",
     )  # fmt: skip
     p.add_argument(
         "--steps", type=_positive(int), metavar="N", help="steps per run (default: the task's, 500)"
@@ -145,247 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     mode.add_argument(
         "--search", action="store_true",
-        help=f"first redo the lr search ({len(LR_GRID)} lrs per optimizer and surface, a few "
-        "minutes) and use its result instead of TUNED_LR",
+        help=f"first redo the tuning (bench.run --lr grid --lr-grid {trajectories.GRID} per "
+        "optimizer and surface, a few minutes) and use its result instead of TUNED_LR",
     )  # fmt: skip
     return p
-
-
-def run_sweep(store: Path, optims: list[str], surfaces: list[str], lr: float, steps: int) -> int:
-    """One bench.run command: these optimizers on these surfaces at one lr."""
-    argv = ["--optim", ",".join(optims), "--task", ",".join(surfaces), "--sched", SCHEDULE]
-    argv += ["--seeds", "1", "--lr", repr(lr), "--steps", str(steps)]
-    return bench_run.main([*argv, "--out", str(store), "--quiet", "--device", "cpu"])
-
-
-def select_runs(summary: pd.DataFrame, steps: int) -> pd.DataFrame:
-    """The store's runs that this script would have made (any lr)."""
-    keep = (summary["sched"] == SCHEDULE) & (summary["seed"] == SEED) & (summary["steps"] == steps)
-    for col, default in (("warmup", 0), ("opt_args", "{}"), ("sched_args", "{}")):
-        if col in summary.columns:
-            keep &= summary[col].fillna(default).astype(type(default)) == default
-    return summary[keep]
-
-
-def search_lrs(
-    store: Path, optims: list[str], surfaces: list[str], steps: int, grid=LR_GRID
-) -> dict[str, dict[str, float]]:
-    """Per surface and optimizer, the lr of ``grid`` with the lowest final train loss.
-
-    Losses within REACHED of the minimum tie (below that the differences are rounding noise)
-    and a tie goes to the smaller lr; a diverged run never wins."""
-    for lr in grid:
-        if run_sweep(store, optims, surfaces, lr, steps) == 2:
-            raise SystemExit(2)
-    _, summary = load_store(store)
-    runs = select_runs(summary, steps)
-    runs = runs[runs["lr0"].isin(grid) & runs["task"].isin(surfaces)].copy()
-    gap = runs["final_train_loss"] - runs["task"].map(_f_star)
-    runs["objective"] = gap.clip(lower=REACHED).where(runs["status"] == "ok", np.inf)
-    runs = runs.fillna({"objective": np.inf}).sort_values(["objective", "lr0"], kind="stable")
-    best = runs.groupby(["task", "optim"])["lr0"].first()
-    return {s: {o: float(best[s, o]) for o in optims if (s, o) in best} for s in surfaces}
-
-
-def paths_for(store: Path, lrs: dict[str, dict[str, float]], steps: int) -> pd.DataFrame:
-    """Curves (step, x, y, train_loss) of each (surface, optimizer) run at its lr, with status."""
-    curves, summary = load_store(store)
-    runs = select_runs(summary, steps)
-    wanted = [(s, o, lr) for s, by_optim in lrs.items() for o, lr in by_optim.items()]
-    picked = [
-        runs[(runs["task"] == s) & (runs["optim"] == o) & np.isclose(runs["lr0"], lr, rtol=1e-12)]
-        for s, o, lr in wanted
-    ]
-    picked = pd.concat(picked)[["run_id", "status"]]
-    return curves.merge(picked, on="run_id").sort_values(["task", "optim", "step"])
-
-
-def _surface_grid(name: str, n: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x0, x1, y0, y1 = VIEW[name]
-    xs, ys = torch.meshgrid(
-        torch.linspace(x0, x1, n, dtype=torch.float64),
-        torch.linspace(y0, y1, n, dtype=torch.float64),
-        indexing="xy",
-    )
-    z = tasks.TASKS[name].surface(xs, ys)
-    return xs.numpy(), ys.numpy(), z.numpy()
-
-
-def _f_star(name: str) -> float:
-    task = tasks.TASKS[name]
-    return float(task.surface(*(torch.tensor(v, dtype=torch.float64) for v in task.minimum)))
-
-
-def draw_surface(ax, name: str) -> None:
-    """Filled contours (log-spaced levels of f - f*), the start (o) and the minimum (*)."""
-    xs, ys, z = _surface_grid(name)
-    gap = z - _f_star(name) + 1e-3  # > 0 everywhere: log-spaced levels resolve the valleys
-    levels = np.logspace(np.log10(gap.min()), np.log10(gap.max()), 25)
-    # a few flat grey bands (not a smooth gradient) leave a GIF's 256 colours to the paths
-    ax.contourf(xs, ys, gap, levels=levels, norm=LogNorm(), cmap="Greys_r", alpha=0.55)
-    ax.contour(xs, ys, gap, levels=levels, norm=LogNorm(), colors="0.35", linewidths=0.4)
-    task = tasks.TASKS[name]
-    ax.plot(*task.start, "o", ms=9, mfc="white", mec="black", mew=1.5, zorder=6)
-    ax.plot(*task.minimum, "*", ms=16, color="gold", mec="black", mew=1.0, zorder=6)
-    x0, x1, y0, y1 = VIEW[name]
-    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="x", ylabel="y")
-
-
-def _legend_handles(optims, palette, lrs_of_surface, statuses) -> list[Line2D]:
-    handles = []
-    for o in optims:
-        note = " (diverged)" if statuses.get(o) == "diverged" else ""
-        handles.append(
-            Line2D([], [], color=palette[o], lw=2, label=f"{o} lr={lrs_of_surface[o]:g}{note}")
-        )
-    handles.append(Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="start"))
-    handles.append(
-        Line2D([], [], ls="", marker="*", ms=11, color="gold", mec="black", label="minimum")
-    )
-    return handles
-
-
-def trajectory_figure(paths: pd.DataFrame, lrs, title: str) -> Figure:
-    surfaces = [s for s in SURFACES if s in lrs]
-    optims = sorted(paths["optim"].unique())
-    palette = figures.optimizer_palette(optims)
-    ncols = 2 if len(surfaces) > 1 else 1
-    nrows = -(-len(surfaces) // ncols)
-    fig = Figure(figsize=(7.0 * ncols, 4.6 * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    for ax in axes[len(surfaces) :]:
-        fig.delaxes(ax)
-    for ax, name in zip(axes, surfaces, strict=False):
-        draw_surface(ax, name)
-        statuses = {}
-        for optim, run in paths[paths["task"] == name].groupby("optim"):
-            color = palette[optim]
-            ax.plot(run["x"], run["y"], color=color, lw=1.8, zorder=4)
-            end = run.dropna(subset=["x", "y"]).iloc[-1]
-            statuses[optim] = run["status"].iloc[0]
-            x0, x1, y0, y1 = VIEW[name]  # a run that left the view ends on its edge
-            end_x, end_y = np.clip(end["x"], x0, x1), np.clip(end["y"], y0, y1)
-            marker, size = ("X", 9) if statuses[optim] == "diverged" else ("o", 6)
-            ax.plot(
-                end_x, end_y, marker, ms=size, color=color, mec="black", mew=0.6, zorder=5,
-                clip_on=False,
-            )  # fmt: skip
-        steps = int(paths.loc[paths["task"] == name, "step"].max())
-        ax.set_title(f"{name} ({steps} steps)")
-        here = sorted(statuses)
-        ax.legend(
-            handles=_legend_handles(here, palette, lrs[name], statuses),
-            loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
-        )  # fmt: skip
-    fig.suptitle(title)
-    return fig
-
-
-def loss_figure(paths: pd.DataFrame, lrs, title: str) -> Figure:
-    """f(x, y) - f* against step per surface (log scale), same colours."""
-    surfaces = [s for s in SURFACES if s in lrs]
-    optims = sorted(paths["optim"].unique())
-    palette = figures.optimizer_palette(optims)
-    ncols = 2 if len(surfaces) > 1 else 1
-    nrows = -(-len(surfaces) // ncols)
-    fig = Figure(figsize=(5.0 * ncols + 2.0, 3.4 * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    for ax in axes[len(surfaces) :]:
-        fig.delaxes(ax)
-    for ax, name in zip(axes, surfaces, strict=False):
-        f_star = _f_star(name)
-        task = tasks.TASKS[name]
-        start_gap = float(task.surface(*(torch.tensor(v) for v in task.start))) - f_star
-        top = 100 * start_gap  # a diverged run must not squash the others
-        for optim, run in paths[paths["task"] == name].groupby("optim"):
-            gap = (run["train_loss"] - f_star).clip(lower=1e-16)
-            ax.plot(run["step"], gap, color=palette[optim], lw=1.5)
-            if run["status"].iloc[0] == "diverged":
-                stop = run["step"].iloc[-1]
-                ax.plot(stop, top, "X", ms=9, color=palette[optim], mec="black", clip_on=False)
-        ax.set(yscale="log", title=name, xlabel="step", ylabel="f - f* (log scale)")
-        ax.set_ylim(top=top)
-        ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=palette[o], lw=2, label=o) for o in optims]
-    if (paths["status"] == "diverged").any():
-        handles.append(
-            Line2D([], [], ls="", marker="X", color="0.4", mec="black", label="diverged")
-        )
-    fig.legend(handles=handles, loc="outside right upper", title="optimizer", frameon=False)
-    fig.suptitle(title)
-    return fig
-
-
-class _FileCanvas(FigureCanvasAgg):
-    """Agg canvas for a figure that only goes to files: FuncAnimation asks for an idle redraw
-    after every frame and the writer renders the frame again; skip the first of the two."""
-
-    def draw_idle(self, *args, **kwargs) -> None:
-        pass
-
-
-def animate(paths: pd.DataFrame, name: str, lrs, out: Path, title: str) -> None:
-    """GIF of the paths on one surface growing step by step (at most GIF_FRAMES frames)."""
-    data = paths[paths["task"] == name]
-    optims = sorted(data["optim"].unique())
-    palette = figures.optimizer_palette(optims)
-    fig = Figure(figsize=(7.6, 4.6), layout="constrained", dpi=80)
-    _FileCanvas(fig)  # a real canvas: draw() lays the figure out
-    ax = fig.subplots()
-    draw_surface(ax, name)
-    statuses = {o: run["status"].iloc[0] for o, run in data.groupby("optim")}
-    runs = {o: run.dropna(subset=["x", "y"]) for o, run in data.groupby("optim")}
-    lines = {o: ax.plot([], [], color=palette[o], lw=1.8, zorder=4)[0] for o in optims}
-    heads = {
-        o: ax.plot([], [], "o", ms=6, color=palette[o], mec="black", mew=0.6, zorder=5)[0]
-        for o in optims
-    }
-    ax.legend(
-        handles=_legend_handles(optims, palette, lrs[name], statuses),
-        loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
-    )  # fmt: skip
-    last = int(data["step"].max())
-    frames = np.unique(np.linspace(0, last, min(GIF_FRAMES, last + 1)).round().astype(int))
-
-    def draw(step: int):
-        for o in optims:
-            seen = runs[o][runs[o]["step"] <= step]
-            lines[o].set_data(seen["x"], seen["y"])
-            heads[o].set_data(seen["x"].iloc[-1:], seen["y"].iloc[-1:])
-        ax.set_title(f"{title}\n{name}: step {step}")
-        return [*lines.values(), *heads.values()]
-
-    draw(last)
-    fig.canvas.draw()  # lay out once, then freeze: the layout is most of a frame's cost
-    fig.set_layout_engine("none")
-    anim = FuncAnimation(fig, draw, frames=frames, blit=False)
-    anim.save(out, writer=PillowWriter(fps=GIF_FPS))
-
-
-def run_all(store: Path, lrs: dict[str, dict[str, float]], steps: int) -> int:
-    """Make every (surface, optimizer) run at its lr: one bench.run command per group of
-    surfaces that share an optimizer -> lr map (all of them with --lr). The worst exit code."""
-    groups: dict[tuple, list[str]] = {}
-    for surface, by_optim in lrs.items():
-        for lr in sorted(set(by_optim.values())):
-            names = tuple(o for o, v in by_optim.items() if v == lr)
-            groups.setdefault((lr, names), []).append(surface)
-    codes = [
-        run_sweep(store, list(names), surfaces, lr, steps)
-        for (lr, names), surfaces in groups.items()
-    ]
-    return max(codes, default=0)
-
-
-def write_figures(paths: pd.DataFrame, lrs, out: Path, tag: str, about: str) -> list[Path]:
-    title = f"Optimizer paths, {SCHEDULE} lr, {about}"
-    written = [out / f"trajectories_{tag}.png", out / f"trajectories_{tag}_loss.png"]
-    trajectory_figure(paths, lrs, title).savefig(written[0], dpi=110)
-    loss_figure(paths, lrs, f"Distance to the minimum, {about}").savefig(written[1], dpi=110)
-    for name in (s for s in SURFACES if s in lrs):
-        written.append(out / f"trajectories_{tag}_{name}.gif")
-        animate(paths, name, lrs, written[-1], title=f"{SCHEDULE} lr, {about}")
-    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,35 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         parser.exit(2, f"{parser.prog}: error: cannot write to --out {args.out}: {exc.strerror}\n")
-    import optimizers
-
-    optims = optimizers.available()
-    steps = args.steps or tasks.TASKS[SURFACES[0]].steps
-    if args.lr is not None:
-        lrs = {s: dict.fromkeys(optims, args.lr) for s in SURFACES}
-        tag, about = f"lr{args.lr:g}", f"every optimizer at lr={args.lr:g}"
-    else:
-        if args.search:
-            lrs = search_lrs(args.store, optims, list(SURFACES), steps)
-            print("TUNED_LR = " + repr(lrs))
-        else:
-            lrs = {s: {o: _tuned(s, o) for o in optims} for s in SURFACES}
-        tag, about = "tuned", f"each optimizer at its best of {len(LR_GRID)} lrs (final loss)"
-    code = run_all(args.store, lrs, steps)
-    if code == 2:
-        return 2
-    written = write_figures(paths_for(args.store, lrs, steps), lrs, args.out, tag, about)
+    try:
+        code, written = trajectories.make_figures(
+            args.out, args.store, lr=args.lr, steps=args.steps, tune=args.search
+        )
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print("\n".join(f"wrote {p}" for p in written))
     return code
-
-
-def _tuned(surface: str, optim: str) -> float:
-    """TUNED_LR's entry, else the task's default lr (an optimizer added after the search)."""
-    if optim in TUNED_LR.get(surface, {}):
-        return TUNED_LR[surface][optim]
-    lr = tasks.TASKS[surface].default_lr(optim)
-    print(f"note: no tuned lr for {optim} on {surface}; using the task's default {lr:g}")
-    return lr
 
 
 if __name__ == "__main__":

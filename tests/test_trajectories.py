@@ -1,9 +1,10 @@
-"""scripts/plot_trajectories.py on short runs (runs go through bench.run's store, figures drawn),
-and the guard and pipeline of scripts/reference.py."""
+"""bench.trajectories on short runs (runs go through bench.run's store, figures drawn) and its
+command line scripts/plot_trajectories.py; the guard and pipeline of bench.reference."""
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,27 +12,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench import figures
+from bench import figures, reference, tuning
+from bench import trajectories as traj
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-traj = _load("plot_trajectories")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Every optimizer on the four surfaces, 10 steps at lr 0.01, figures and GIFs."""
     out, store = tmp_path_factory.mktemp("figures"), tmp_path_factory.mktemp("store")
-    argv = ["--lr", "0.01", "--steps", "10", "--out", str(out), "--store", str(store)]
-    assert traj.main(argv) == 0
+    code, written = traj.make_figures(out, store, lr=0.01, steps=10)
+    assert code == 0 and len(written) == 2 + len(traj.SURFACES)
     return out, store
 
 
@@ -82,7 +74,7 @@ def test_paths_are_the_stores_xy_in_bench_plot_colours(short_run: tuple[Path, Pa
 def test_tuned_mode_runs_each_optimizer_at_its_table_lr(tmp_path: Path) -> None:
     import optimizers
 
-    lrs = {s: {o: traj._tuned(s, o) for o in optimizers.available()} for s in traj.SURFACES}
+    lrs = {s: {o: traj.tuned_lr(s, o) for o in optimizers.available()} for s in traj.SURFACES}
     assert traj.run_all(tmp_path, lrs, steps=3) == 0
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary) == len(traj.SURFACES) * len(optimizers.available())
@@ -90,20 +82,21 @@ def test_tuned_mode_runs_each_optimizer_at_its_table_lr(tmp_path: Path) -> None:
         assert row.lr0 == traj.TUNED_LR[row.task][row.optim]
 
 
-def test_search_picks_the_lowest_final_loss(tmp_path: Path) -> None:
-    """lr 10 makes SGD diverge on the valley (curvature 10): never chosen although its last
-    loss may be recorded; among the rest the lowest final train loss wins."""
-    grid = (1e-3, 0.1, 10.0)
-    best = traj.search_lrs(tmp_path, ["sgd", "adam"], ["long_valley"], steps=20, grid=grid)
-    summary = pd.read_csv(tmp_path / "summary.csv")
-    assert len(summary) == 6
-    sgd = summary[summary.optim == "sgd"].set_index("lr0")
-    assert sgd.loc[10.0, "status"] == "diverged"
+def test_tuning_is_bench_run_lr_grid(tmp_path: Path) -> None:
+    """The lrs are bench.run --lr grid's: lr 10 makes SGD diverge on the valley (curvature 10),
+    so it is never chosen; among the rest the lowest final loss f(x, y) wins (long_valley's
+    minimum is 0), and the store holds the chosen runs, marked as grid-tuned."""
+    best = traj.select_lrs(tmp_path, ["sgd", "adam"], ["long_valley"], steps=20, grid="1e-3:10:3")
+    points = pd.read_csv(tmp_path / "tuning.csv")
+    assert len(points) == 6 and sorted(points.lr.unique()) == [1e-3, 0.1, 10.0]
+    assert points.set_index(["optim", "lr"]).loc[("sgd", 10.0), "status"] == "diverged"
     for optim in ("sgd", "adam"):
-        rows = summary[(summary.optim == optim) & (summary.status == "ok")]
-        gap = rows.final_train_loss.clip(lower=traj.REACHED)  # long_valley's minimum is 0
-        expected = rows.assign(gap=gap).sort_values(["gap", "lr0"]).lr0.iloc[0]
+        rows = points[(points.optim == optim) & (points.status == "ok")]
+        expected = rows.sort_values(["final_train_loss", "lr"]).lr.iloc[0]
         assert best["long_valley"][optim] == expected
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert (summary.lr_source == "grid").all()
+    assert dict(zip(summary.optim, summary.lr0, strict=True)) == best["long_valley"]
 
 
 def test_tuned_table_covers_every_optimizer_and_surface() -> None:
@@ -111,7 +104,7 @@ def test_tuned_table_covers_every_optimizer_and_surface() -> None:
 
     for surface in traj.SURFACES:
         assert sorted(traj.TUNED_LR[surface]) == optimizers.available()
-        assert set(traj.TUNED_LR[surface].values()) <= set(traj.LR_GRID)
+        assert set(traj.TUNED_LR[surface].values()) <= set(tuning.parse_grid(traj.GRID))
 
 
 @pytest.mark.parametrize(
@@ -124,46 +117,48 @@ def test_tuned_table_covers_every_optimizer_and_surface() -> None:
         (["--lr", "0.1", "--search"], "argument --search: not allowed with argument --lr"),
     ],
 )
-def test_bad_arguments_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit) as info:
-        traj.main(argv)
-    err = capsys.readouterr().err
-    assert info.value.code == 2
-    assert message in err and err.count("\n") == 1
+def test_bad_arguments_exit_2(argv: list[str], message: str) -> None:
+    command = [sys.executable, "scripts/plot_trajectories.py", *argv]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert message in done.stderr and done.stderr.count("\n") == 1
 
 
 @pytest.mark.slow
 def test_search_reproduces_the_tuned_table(tmp_path: Path) -> None:
-    """The documented search (16 lrs x every optimizer x 4 surfaces, 500 steps) gives TUNED_LR."""
+    """The documented tuning (bench.run --lr grid, 13 lrs x every optimizer x 4 surfaces, 500
+    steps) gives TUNED_LR."""
     import optimizers
 
-    found = traj.search_lrs(tmp_path, optimizers.available(), list(traj.SURFACES), steps=500)
+    found = traj.select_lrs(tmp_path, optimizers.available(), list(traj.SURFACES), steps=500)
     assert found == traj.TUNED_LR
 
 
-def test_reference_never_replaces_without_yes(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    (reference / "summary.csv").write_text("precious")
-    with pytest.raises(SystemExit) as info:
-        _load("reference").main(["--out", str(reference)])
-    assert info.value.code == 2
-    assert "exists; pass --yes to regenerate it" in capsys.readouterr().err
-    assert (reference / "summary.csv").read_text() == "precious"
+def test_reference_never_replaces_without_yes(tmp_path: Path) -> None:
+    out = tmp_path / "reference"
+    out.mkdir()
+    (out / "summary.csv").write_text("precious")
+    with pytest.raises(FileExistsError, match="exists; pass replace=True to regenerate it"):
+        reference.regenerate(out)
+    command = [sys.executable, "scripts/reference.py", "--out", str(out)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert (
+        done.stderr == f"scripts/reference.py: error: {out} exists; pass --yes to regenerate it\n"
+    )
+    assert (out / "summary.csv").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reference"]  # no staging either
 
 
 @pytest.mark.slow
 def test_reference_tiny_pipeline(tmp_path: Path) -> None:
     """The whole reference pipeline, a few steps per run (about a minute)."""
-    reference = tmp_path / "reference"
-    assert _load("reference").main(["--tiny", "--out", str(reference)]) == 0
-    summary = pd.read_csv(reference / "summary.csv")
+    out = reference.regenerate(tmp_path / "reference", tiny=True)
+    summary = pd.read_csv(out / "summary.csv")
     assert set(summary.sched) == {"constant", "exponential", "staircase", "piecewise"}
     assert set(summary.task) == {"mnist1d_mlp", *traj.SURFACES}
-    assert (reference / "figures" / "mnist1d_mlp_heatmap_test_acc.png").is_file()
-    assert (reference / "figures" / "trajectories_lr0.01_saddle.gif").is_file()
-    assert not (reference / "runs").exists()
+    assert (out / "figures" / "mnist1d_mlp_heatmap_test_acc.png").is_file()
+    assert (out / "figures" / "trajectories_lr0.01_saddle.gif").is_file()
+    assert (out / "figures" / "trajectories_tuned_saddle.gif").is_file()
+    assert not (out / "runs").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reference"]
