@@ -70,7 +70,7 @@ def run(fn: Callable, *lists: list, lr: float | Tensor, **options: Any) -> None:
     if isinstance(lr, Tensor):  # a per-run lr (an (N,) tensor: see _base.run_lr)
         lr_tensor = lr.to(torch.float64)
     else:
-        lr_tensor = torch.tensor(float(lr), dtype=torch.float64)
+        lr_tensor = _scalar_tensor(float(lr))
     try:
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
             compiled(fn)(*used, lr=lr_tensor, **options)
@@ -86,6 +86,13 @@ def run(fn: Callable, *lists: list, lr: float | Tensor, **options: Any) -> None:
             for i, (old, t) in enumerate(zip(original, new, strict=True)):
                 if old is None and t is not None and _is_tensor_list(original):
                     original[i] = torch.view_as_complex(t) if complex_params[i] else t
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_tensor(value: float) -> Tensor:
+    """``value`` as a 0-dim float64 CPU tensor (the same one while it does not change; the
+    graphs only read it)."""
+    return torch.tensor(value, dtype=torch.float64)
 
 
 def _real(t: Any) -> Any:
