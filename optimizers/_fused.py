@@ -67,10 +67,8 @@ def run(fn: Callable, *lists: list, lr: float | Tensor, **options: Any) -> None:
         used[1] = [_real(g) for g in grads]
     else:
         used = [params, grads, *states]
-    if isinstance(lr, Tensor):  # a per-run lr (an (N,) tensor: see _base.run_lr)
-        lr_tensor = lr.to(torch.float64)
-    else:
-        lr_tensor = _scalar_tensor(float(lr))
+    # a per-run lr is an (N,) tensor (see _base.run_lr)
+    lr_tensor = lr.to(torch.float64) if isinstance(lr, Tensor) else _scalar_tensor(float(lr))
     try:
         with torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
             compiled(fn)(*used, lr=lr_tensor, **options)
