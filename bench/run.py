@@ -22,11 +22,11 @@ from bench import data as D
 from bench import store as S
 from bench import tasks as T
 from bench.executors import make_executor
-from bench.plan import REFERENCE_DIR, Plan, UsageError, first_line
+from bench.plan import DEFAULT_GRID, DEFAULT_OUT, REFERENCE_DIR, Plan, UsageError, first_line
 from bench.sweep import PROG, execute
 from bench.tune import Cell, tune
 
-__all__ = ["REFERENCE_DIR", "UsageError", "main", "run"]
+__all__ = ["DEFAULT_GRID", "DEFAULT_OUT", "REFERENCE_DIR", "UsageError", "main", "run"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
