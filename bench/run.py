@@ -28,10 +28,19 @@ from bench import validate as V
 from bench.driver import PROG
 from bench.driver import execute as execute_runs
 from bench.executors import make_executor
-from bench.plan import DEFAULT_OUT, REFERENCE_DIR, Plan, UsageError, first_line
+from bench.plan import DEFAULT_GRID, DEFAULT_OUT, REFERENCE_DIR, Plan, UsageError, first_line
 from bench.tune import Cell, tune
 
-__all__ = ["DEFAULT_OUT", "REFERENCE_DIR", "Outcome", "UsageError", "execute", "main", "run"]
+__all__ = [
+    "DEFAULT_GRID",
+    "DEFAULT_OUT",
+    "REFERENCE_DIR",
+    "Outcome",
+    "UsageError",
+    "execute",
+    "main",
+    "run",
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

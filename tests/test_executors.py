@@ -131,9 +131,8 @@ def test_worker_death_is_retried_then_failed(retries, status):
 
 def test_worker_killed_mid_sweep_completes_without_loss(tmp_path, data_dir):
     out = tmp_path / "s"
-    args = ["--task", "long_valley,beale,rosenbrock", "--optim", "adam,sgd,rmsprop,adagrad",
-            "--steps", "3000", "--jobs", "2", "--out", str(out), "--data-dir", data_dir,
-            "--quiet"]  # fmt: skip
+    args = ["--task", "long_valley,beale", "--optim", "adam,sgd,rmsprop", "--steps", "2000",
+            "--jobs", "2", "--out", str(out), "--data-dir", data_dir, "--quiet"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "bench.run", *args], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     end = time.monotonic() + 120
@@ -145,7 +144,7 @@ def test_worker_killed_mid_sweep_completes_without_loss(tmp_path, data_dir):
     os.kill(victims[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    summary = check_store(out, 12)
+    summary = check_store(out, 6)
     assert summary["status"].eq("ok").all()  # the killed worker's run was redone elsewhere
 
 
