@@ -15,6 +15,7 @@ Conventions shared by every figure:
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -90,12 +91,20 @@ def is_loss(metric: str) -> bool:
     return metric.endswith("loss")
 
 
+_NAMED_COLORS = (*_SPARE_COLORS, *(to_hex(c) for c in sns.color_palette("husl", 24)))
+
+
 def optimizer_palette(names: Sequence[str]) -> dict[str, str]:
-    """Colour per optimizer: the fixed map for known names, then spare colours in sorted order."""
+    """Colour per optimizer: the fixed map for known names; any other name (``torch.optim.AdamW``,
+    ``mypkg.lion:Lion``) gets the spare colour its CRC-32 picks, so it keeps its colour across
+    figures and stores; on a clash within one figure the next free spare colour is taken."""
     palette = {n: OPTIMIZER_COLORS[n] for n in names if n in OPTIMIZER_COLORS}
-    unknown = sorted(set(names) - set(palette))
-    extra = list(_SPARE_COLORS) + [to_hex(c) for c in sns.color_palette("husl", len(unknown))]
-    palette.update(zip(unknown, extra, strict=False))
+    taken = set(palette.values())
+    for name in sorted(set(names) - set(palette)):
+        start = zlib.crc32(name.encode()) % len(_NAMED_COLORS)
+        ring = _NAMED_COLORS[start:] + _NAMED_COLORS[:start]
+        palette[name] = next((c for c in ring if c not in taken), ring[0])
+        taken.add(palette[name])
     return palette
 
 

@@ -44,7 +44,9 @@ def competitors(summary: pd.DataFrame) -> pd.Series:
     shared lrs (a default or tuned lr differs per task, so it never splits a competitor)."""
     label = summary["optim"].astype(str)
     if "lr_source" in summary.columns:
+        # an untuned lr, the task's or the class's own, never splits a competitor
         source = summary["lr_source"].fillna("default").astype(str)
+        source = source.replace("class_default", "default")
         mixed = source.groupby(summary["optim"]).transform("nunique") > 1
         label = label.where(~mixed, label + " (" + source + ")")
         shared = source == "shared"

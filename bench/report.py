@@ -765,7 +765,8 @@ def equivalent_commands(runs: pd.DataFrame, out: str) -> list[tuple[str, int, bo
     summary.csv: (command, runs, whether the runs fill its whole optimizer x schedule x seed
     grid). The eval period, data folder and --jobs are not recorded, so not given."""
     df = runs.copy()
-    df["lr_source"] = df.get("lr_source", pd.Series("default", index=df.index)).fillna("default")
+    source = df.get("lr_source", pd.Series("default", index=df.index)).fillna("default")
+    df["lr_source"] = source.replace("class_default", "default")  # both untuned: one competitor
     df["lr_key"] = np.where(df["lr_source"] == "shared", df["lr0"].map(lambda v: f"{v:g}"), "")
     keys = ["task", "steps", "batch_size", "warmup", "opt_args", "sched_args", "lr_source",
             "lr_key", "device"]  # fmt: skip
