@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytest.importorskip("plotly", reason="the report's figures: pip install -e '.[report]'")
+
 from bench import figures, stats
 from bench import report as R
 
