@@ -448,6 +448,43 @@ def test_a_failing_batch_falls_back_to_separate_runs():
         B.train_batch(configs, fallback=False)
 
 
+def test_an_optimizer_from_outside_is_not_batched():
+    """It may couple elements (a norm over a tensor would mix the members)."""
+    configs = [config(optim="torch.optim.SGD", lr=1e-3, steps=20, seed=s) for s in range(2)]
+    assert not B.batchable(configs[0]) and B.batchable(config())
+    batch = B.train_batch(configs)
+    assert all("not built in" in r["batch"]["fallback"] for r in batch)
+    assert_equal_to_separate(configs, batch, rel=0.0, fallback=True)
+
+
+def test_a_surface_that_is_not_elementwise_is_not_batched(monkeypatch):
+    """Written for 0-d x and y, (x * y).sum() is x * y; on the stacked columns it mixes members.
+    The runner groups it (a surface_task), the batch finds out and runs them separately."""
+    task = T.surface_task("coupled", fn=lambda x, y: x**2 + y**2 + (x * y).sum(),
+                          start=(1.0, 2.0), steps=20, lr=0.01)  # fmt: skip
+    monkeypatch.setitem(T.TASKS, "coupled", task)
+    configs = [config(task="coupled", steps=20, seed=s) for s in range(2)]
+    assert B.make_jobs(configs) == [B.Batch(tuple(configs))]
+    batch = B.train_batch(configs)
+    assert all("not elementwise" in r["batch"]["fallback"] for r in batch)
+    assert_equal_to_separate(configs, batch, rel=0.0, fallback=True)
+
+
+def test_memory_does_not_grow_with_the_steps():
+    """Two members that diverge early in a very long run: the loop keeps nothing per step."""
+    import tracemalloc
+
+    configs = [config(lr=lr, steps=2_000_000) for lr in (1.0, 2.0)]
+    tracemalloc.start()
+    try:
+        batch = B.train_batch(configs, fallback=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [r["status"] for r in batch] == ["diverged", "diverged"]
+    assert peak < 4_000_000, peak
+
+
 def test_registry_optimizers_with_different_lrs_run_batched():
     """No fallback: the registry's optimizers take the members' lrs as one per-run lr."""
     configs = [config(optim="adam", lr=lr, steps=100) for lr in (0.1, 0.03)]
