@@ -298,20 +298,25 @@ def test_float32_per_member_lrs_add_no_rounding(data_dir):
 
 @pytest.mark.slow
 def test_float32_mnist1d_mlp_full_length_within_the_seed_spread(data_dir):
-    """Full-length runs: each member's final test accuracy is within the spread over seeds."""
+    """Full-length float32 runs part ways after a few hundred steps (rounding is amplified: two
+    threads instead of one move a seed's final test accuracy by a few points too), so one run's
+    final accuracy is not compared; over 8 seeds, the batched runs' mean final test accuracy is
+    within half the separate runs' seed-to-seed spread of theirs."""
     configs = [
         config(task="mnist1d_mlp", optim="adam", seed=s, steps=4000, batch_size=100,
                eval_every=200, data_dir=data_dir)
-        for s in range(4)
+        for s in range(8)
     ]  # fmt: skip
     batch = B.train_batch(configs, fallback=False)
     separate = assert_equal_to_separate(configs, batch, rel=math.inf)  # rows and statuses
     accs = [r["summary"]["final_test_acc"] for r in separate]
-    spread = max(accs) - min(accs)
-    for b, s in zip(batch, separate, strict=True):
-        assert abs(b["summary"]["final_test_acc"] - s["summary"]["final_test_acc"]) <= spread
-    first = [worst_relative(s, b, ["train_loss"]) for s, b in zip(separate, batch, strict=True)]
-    print(f"largest relative train-loss difference over 4000 steps: {max(first):.3g}")
+    batched_accs = [r["summary"]["final_test_acc"] for r in batch]
+    mean = sum(accs) / len(accs)
+    batched_mean = sum(batched_accs) / len(batched_accs)
+    assert abs(batched_mean - mean) <= (max(accs) - min(accs)) / 2, (accs, batched_accs)
+    largest = max(abs(a - b) for a, b in zip(accs, batched_accs, strict=True))
+    print(f"final test accuracy: separate {accs}, batched {batched_accs}, largest difference "
+          f"{largest:.3f}")  # fmt: skip
 
 
 def test_float32_mnist1d_cnn_first_losses(data_dir):
