@@ -38,12 +38,12 @@ from torch.func import functional_call, stack_module_state, vmap
 from bench import tasks as T
 from bench.train import (
     FORMAT_VERSION,
+    LogSteps,
     RunConfig,
     _append,
     _jsonable,
     _summarise,
     device_name,
-    row_steps,
     train_one_run,
     versions,
 )
@@ -60,6 +60,8 @@ SHARED_FIELDS = (
     "threads",
     "eval_every",
     "data_dir",
+    "optim_version",
+    "task_version",
 )
 
 #: Test samples per forward pass when evaluating a member (as ClassificationProblem.evaluate).
@@ -76,9 +78,15 @@ BatchProgress = Callable[[int, int], None]
 def registry_optimizer(
     name: str, params: list[Tensor], lr: float | Tensor, opt_args: dict[str, Any]
 ) -> torch.optim.Optimizer:
-    """The separate run's optimizer: ``optimizers.create(name, params, lr=lr, **opt_args)``."""
+    """The separate run's optimizer: ``optimizers.create(name, params, lr=lr, **opt_args)``.
+
+    Only the built-in optimizers: they are elementwise, which stacking needs. An optimizer from
+    outside may couple elements (a norm over a tensor would mix the members), so it is refused
+    (NotImplementedError; train_batch then runs the members separately)."""
     import optimizers
 
+    if name not in optimizers.available():
+        raise NotImplementedError(f"optimizer '{name}' is not built in; only those are batched")
     return optimizers.create(name, params, lr=lr, **opt_args)
 
 
@@ -218,10 +226,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
     group["lr"] = _group_lr(lrs, per_member_lr, device)
     group["initial_lr"] = _group_lr([c.lr for c in configs], per_member_lr, device)
     steps = first.steps
-    rows, evals = row_steps(steps, first.eval_every)
-    is_row = [False] * (steps + 1)
-    for s in rows:
-        is_row[s] = True
+    log = LogSteps(steps, first.eval_every)
     bound = task.diverge_above
     frozen = _Frozen(stacked.params)
 
@@ -241,17 +246,17 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
             losses.sum().backward()
             acc += losses.detach()
             n_acc += 1
-            if is_row[j] or j == 1:
+            if j == 1 or log.is_row(j):
                 lr_used = lrs
             if j == 1:
                 first_losses, first_lrs = losses.detach().clone(), lrs
             opt.step()
             frozen.restore()
             schedules.step()
-            if not is_row[j]:
+            if not log.is_row(j):
                 continue
         if j == 0:  # row 0 is measured before any update; its train loss is the first minibatch's
-            row0 = stacked.measure(active, j in evals)
+            row0 = stacked.measure(active, log.is_eval(j))
             continue
         mean_losses = (acc / n_acc).tolist()
         acc.zero_()
@@ -262,7 +267,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
             for i in active:
                 _append(curves[i], 0, first_lrs[i], first_values[i], row0[i], 0.0)
             row0 = None
-        m = stacked.measure(active, j in evals)
+        m = stacked.measure(active, log.is_eval(j))
         diverged = []
         for i in active:
             loss = mean_losses[i]
@@ -376,7 +381,7 @@ def stack_problems(
             problem = (problem.model, problem.gen)
         problems.append(problem)
     if isinstance(problems[0], T.SurfaceProblem):
-        return StackedSurface(problems)
+        return StackedSurface(problems, configs[0].task)
     if isinstance(problems[0], T.ClassificationProblem):
         head = problems[0]
         models = [head.model] + [m for m, _ in problems[1:]]
@@ -388,12 +393,21 @@ def stack_problems(
 class StackedSurface:
     """N points on one 2-D surface: one (N, 2) float64 parameter, losses f(x_i, y_i).
 
-    The surfaces are elementwise in x and y, so f of the columns gives every member's loss."""
+    f applied to the columns gives every member's loss when f is elementwise in x and y (the
+    built-in surfaces are). A function of one's own may not be: f must give N values that equal
+    the members' own at their starts, else NotImplementedError (and separate runs)."""
 
-    def __init__(self, problems: list[T.SurfaceProblem]) -> None:
+    def __init__(self, problems: list[T.SurfaceProblem], name: str = "") -> None:
         self.fn = problems[0].fn
         self.xy = torch.stack([p.xy.detach() for p in problems]).requires_grad_()
         self.params = [self.xy]
+        with torch.no_grad():
+            stacked = self.fn(self.xy[:, 0], self.xy[:, 1])
+            alone = torch.stack([p.train_loss() for p in problems])
+        if stacked.shape != alone.shape or not torch.allclose(
+            stacked, alone, rtol=1e-12, atol=0.0, equal_nan=True
+        ):
+            raise NotImplementedError(f"surface '{name}' is not elementwise in x and y")
 
     def train_losses(self) -> Tensor:
         return self.fn(self.xy[:, 0], self.xy[:, 1])

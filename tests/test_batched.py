@@ -298,20 +298,25 @@ def test_float32_per_member_lrs_add_no_rounding(data_dir):
 
 @pytest.mark.slow
 def test_float32_mnist1d_mlp_full_length_within_the_seed_spread(data_dir):
-    """Full-length runs: each member's final test accuracy is within the spread over seeds."""
+    """Full-length float32 runs part ways after a few hundred steps (rounding is amplified: two
+    threads instead of one move a seed's final test accuracy by a few points too), so one run's
+    final accuracy is not compared; over 8 seeds, the batched runs' mean final test accuracy is
+    within half the separate runs' seed-to-seed spread of theirs."""
     configs = [
         config(task="mnist1d_mlp", optim="adam", seed=s, steps=4000, batch_size=100,
                eval_every=200, data_dir=data_dir)
-        for s in range(4)
+        for s in range(8)
     ]  # fmt: skip
     batch = B.train_batch(configs, fallback=False)
     separate = assert_equal_to_separate(configs, batch, rel=math.inf)  # rows and statuses
     accs = [r["summary"]["final_test_acc"] for r in separate]
-    spread = max(accs) - min(accs)
-    for b, s in zip(batch, separate, strict=True):
-        assert abs(b["summary"]["final_test_acc"] - s["summary"]["final_test_acc"]) <= spread
-    first = [worst_relative(s, b, ["train_loss"]) for s, b in zip(separate, batch, strict=True)]
-    print(f"largest relative train-loss difference over 4000 steps: {max(first):.3g}")
+    batched_accs = [r["summary"]["final_test_acc"] for r in batch]
+    mean = sum(accs) / len(accs)
+    batched_mean = sum(batched_accs) / len(batched_accs)
+    assert abs(batched_mean - mean) <= (max(accs) - min(accs)) / 2, (accs, batched_accs)
+    largest = max(abs(a - b) for a, b in zip(accs, batched_accs, strict=True))
+    print(f"final test accuracy: separate {accs}, batched {batched_accs}, largest difference "
+          f"{largest:.3f}")  # fmt: skip
 
 
 def test_float32_mnist1d_cnn_first_losses(data_dir):
@@ -446,6 +451,43 @@ def test_a_failing_batch_falls_back_to_separate_runs():
         assert curves_without_timing(b) == curves_without_timing(s)
     with pytest.raises(ValueError, match="decay_rate"):
         B.train_batch(configs, fallback=False)
+
+
+def test_an_optimizer_from_outside_is_not_batched():
+    """It may couple elements (a norm over a tensor would mix the members)."""
+    configs = [config(optim="torch.optim.SGD", lr=1e-3, steps=20, seed=s) for s in range(2)]
+    assert not B.batchable(configs[0]) and B.batchable(config())
+    batch = B.train_batch(configs)
+    assert all("not built in" in r["batch"]["fallback"] for r in batch)
+    assert_equal_to_separate(configs, batch, rel=0.0, fallback=True)
+
+
+def test_a_surface_that_is_not_elementwise_is_not_batched(monkeypatch):
+    """Written for 0-d x and y, (x * y).sum() is x * y; on the stacked columns it mixes members.
+    The runner groups it (a surface_task), the batch finds out and runs them separately."""
+    task = T.surface_task("coupled", fn=lambda x, y: x**2 + y**2 + (x * y).sum(),
+                          start=(1.0, 2.0), steps=20, lr=0.01)  # fmt: skip
+    monkeypatch.setitem(T.TASKS, "coupled", task)
+    configs = [config(task="coupled", steps=20, seed=s) for s in range(2)]
+    assert B.make_jobs(configs) == [B.Batch(tuple(configs))]
+    batch = B.train_batch(configs)
+    assert all("not elementwise" in r["batch"]["fallback"] for r in batch)
+    assert_equal_to_separate(configs, batch, rel=0.0, fallback=True)
+
+
+def test_memory_does_not_grow_with_the_steps():
+    """Two members that diverge early in a very long run: the loop keeps nothing per step."""
+    import tracemalloc
+
+    configs = [config(lr=lr, steps=2_000_000) for lr in (1.0, 2.0)]
+    tracemalloc.start()
+    try:
+        batch = B.train_batch(configs, fallback=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [r["status"] for r in batch] == ["diverged", "diverged"]
+    assert peak < 4_000_000, peak
 
 
 def test_registry_optimizers_with_different_lrs_run_batched():
