@@ -87,27 +87,41 @@ def execute(
         finally:
             bar.close()
 
+    def report(config: RunConfig, record: dict[str, Any]) -> None:
+        counts[record["status"]] += 1
+        index = sum(counts.values())  # (skipped included)
+        line = f"[{index}/{total}] {label}{describe(config)}: {outcome(record)}"
+        if record["status"] == "failed":
+            tqdm.write(f"{PROG}: {line}", file=sys.stderr)
+        elif bars:
+            tqdm.write(line)
+        elif not quiet:
+            print(line, flush=True)
+        done = counts["ok"] + counts["diverged"]
+        sweep_bar.set_postfix(done=done, failed=counts["failed"], skipped=skipped, refresh=False)
+        sweep_bar.update(1)
+
     try:
         from bench.batched import make_jobs
+        from bench.executors import members
 
         jobs = make_jobs(pending, vectorize, max_batch)
+        job_of = {c.run_id: i for i, job in enumerate(jobs) for c in members(job)}
+        left = [len(members(job)) for job in jobs]
+        arrived: dict[int, list] = {}
         results = executor.map(jobs, run_bar if bars else None)
         with contextlib.closing(results):  # Ctrl-C anywhere here stops the runs at once
-            for index, (config, record) in enumerate(results, start=skipped + 1):
-                store.add({**record, **(extra or {}).get(config.run_id, {})})
-                counts[record["status"]] += 1
-                line = f"[{index}/{total}] {label}{describe(config)}: {outcome(record)}"
-                if record["status"] == "failed":
-                    tqdm.write(f"{PROG}: {line}", file=sys.stderr)
-                elif bars:
-                    tqdm.write(line)
-                elif not quiet:
-                    print(line, flush=True)
-                done = counts["ok"] + counts["diverged"]
-                sweep_bar.set_postfix(
-                    done=done, failed=counts["failed"], skipped=skipped, refresh=False
-                )
-                sweep_bar.update(1)
+            for config, record in results:
+                # a job's records, then the tables once (a batch's records arrive together),
+                # then its lines: a run reported finished is in the tables
+                store.add({**record, **(extra or {}).get(config.run_id, {})}, tables=False)
+                i = job_of[config.run_id]
+                arrived.setdefault(i, []).append((config, record))
+                left[i] -= 1
+                if left[i] == 0:
+                    store.write_tables()
+                    for pair in arrived.pop(i):
+                        report(*pair)
     finally:
         sweep_bar.close()
     return counts

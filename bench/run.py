@@ -107,7 +107,10 @@ def execute(plan: Plan) -> Outcome:
                            "gpus_per_run": plan.gpus_per_run}  # fmt: skip
             with make_executor(plan.executor, plan.jobs, **options) as executor:
                 if mode.tuned:
-                    tuned = tune(store, configs, mode, executor, plan.quiet, plan.force)
+                    tuned = tune(
+                        store, configs, mode, executor, plan.quiet, plan.force,
+                        vectorize=plan.vectorize, max_batch=plan.max_batch,
+                    )  # fmt: skip
                     configs, choice, reuse = tuned.configs, tuned.lr_choice, tuned.reuse
                     missing, tuning_failed = tuned.missing, tuned.failed
                 extra = {

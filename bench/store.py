@@ -487,18 +487,22 @@ class Store:
             return
         self.add({**record, **fields})
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Write the run's record, then the tables (throttled only for very large stores).
-        StoreWriteError when a write fails (the record, or the tables: then the record is kept
-        and the next command's tables include it)."""
+    def add(self, record: dict[str, Any], tables: bool = True) -> None:
+        """Write the run's record, then (unless ``tables`` is false: the caller adds several
+        records and then calls ``write_tables``) the tables, throttled only for very large
+        stores. StoreWriteError when a write fails (the record, or the tables: then the record is
+        kept and the next command's tables include it)."""
         self.check_writable()
         run_id = record["run_id"]
-        data = json.dumps(record, indent=1, allow_nan=False).encode()
+        # compact: the C encoder (an indented dump goes through the pure-Python one, several
+        # times slower on a record's curves)
+        data = json.dumps(record, allow_nan=False).encode()
         self._write(self.runs_dir / f"{run_id}.json", data, fsync=True)
         self.records[run_id] = record
         self._curves.pop(run_id, None)
         self.dirty = True
-        self.write_tables()
+        if tables:
+            self.write_tables()
 
     def _write(self, path: Path, data: bytes, fsync: bool) -> None:
         try:

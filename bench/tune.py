@@ -44,8 +44,17 @@ class _Tuner:
     """The sub-store, the executor and the runs made by this command (``fresh``: with --force,
     each tuning run is redone once per command, not once per round)."""
 
-    def __init__(self, sub: S.Store, executor: Executor, quiet: bool, force: bool) -> None:
+    def __init__(
+        self,
+        sub: S.Store,
+        executor: Executor,
+        quiet: bool,
+        force: bool,
+        vectorize: str = "off",
+        max_batch: int | None = None,
+    ) -> None:
         self.sub, self.executor, self.quiet, self.force = sub, executor, quiet, force
+        self.vectorize, self.max_batch = vectorize, max_batch
         self.fresh: set[str] = set()
 
     def run_missing(self, configs: list[RunConfig], label: str) -> None:
@@ -55,7 +64,10 @@ class _Tuner:
             if not self.sub.is_done(c.run_id) or (self.force and c.run_id not in self.fresh)
         ]  # fmt: skip
         self.fresh.update(c.run_id for c in todo)
-        execute(self.sub, todo, len(configs) - len(todo), self.executor, self.quiet, label)
+        execute(
+            self.sub, todo, len(configs) - len(todo), self.executor, self.quiet, label,
+            vectorize=self.vectorize, max_batch=self.max_batch,
+        )  # fmt: skip
 
     def search(self, cells: dict[Cell, RunConfig], mode: LrMode) -> dict[Cell, float | None]:
         """The halving search, in rounds: each round runs the next probe of every unresolved cell
@@ -113,13 +125,17 @@ def tune(
     executor: Executor,
     quiet: bool = False,
     force: bool = False,
+    vectorize: str = "off",
+    max_batch: int | None = None,
 ) -> TuningResult:
     """Choose each cell's lr (search or grid, in a sub-store), then return the final configs at
     it, each run's lr_choice, the cells without an lr, the records that a tuning run already
     made (the tuning seed's run at the chosen lr, when the probe or grid run is that very run)
-    and the number of tuning runs that failed."""
+    and the number of tuning runs that failed. Tuning runs are batched as the command's runs
+    are (``vectorize``, ``max_batch``): a cell's grid points, or probes of one optimizer under
+    several schedules, train as one batched model."""
     sub = store.sub("lr_search" if mode.source == "search" else "tuning")
-    tuner = _Tuner(sub, executor, quiet, force)
+    tuner = _Tuner(sub, executor, quiet, force, vectorize, max_batch)
     try:
         cells = cells_of(configs)
         chosen = tuner.search(cells, mode) if mode.source == "search" else tuner.grid(cells, mode)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench import batched as B
@@ -76,3 +77,45 @@ def test_make_jobs_groups_by_shared_fields_and_caps_the_batch():
     assert [len(j.configs) if isinstance(j, B.Batch) else 1 for j in jobs] == [2, 2, 1, 1, 1, 1]
     assert B.make_jobs(configs, "off") == configs
     assert len(B.make_jobs(configs, "auto")[0].configs) == 5  # surfaces: up to 256
+
+
+def test_grid_points_train_as_one_batch_and_equal_separate_runs(tmp_path):
+    def grid(out: Path, *flags: str) -> dict[str, dict]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "bench.run", "--task", "beale", "--optim", "adam",
+               "--steps", "100", "--lr", "grid", "--lr-grid", "1e-3:1e-1:5", "--out", str(out),
+               "--quiet", *flags]  # fmt: skip
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT)
+        return {Path(f).stem: json.load(open(f)) for f in glob.glob(f"{out}/tuning/runs/*.json")}
+
+    auto, off = grid(tmp_path / "auto"), grid(tmp_path / "off", "--vectorize", "off")
+    assert sorted(auto) == sorted(off) and len(auto) == 5
+    assert all(r["batch"]["size"] == 5 for r in auto.values())
+    for run_id, r in off.items():
+        for key, values in curves(r).items():
+            for x, y in zip(values, auto[run_id]["curves"][key], strict=True):
+                assert x == y or abs(x - y) <= 1e-12 * abs(x), (run_id, key)
+
+
+def test_a_batch_rewrites_the_tables_once_and_reports_runs_that_are_in_them(
+    tmp_path, monkeypatch, capsys
+):
+    from bench import store as S
+    from bench.run import main
+
+    writes: list[int] = []
+    original = S.Store.write_tables
+
+    def counted(self, force=False):
+        original(self, force)
+        writes.append(len(self.records))
+        if self.root == out and not force:  # every run reported so far is in the tables
+            assert len(pd.read_csv(out / "summary.csv")) == len(self.records)
+
+    out = tmp_path / "s"
+    monkeypatch.setattr(S.Store, "write_tables", counted)
+    argv = ["--task", "rosenbrock", "--optim", "sgd", "--seed", "0,1,2,3,4,5", "--steps", "20",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert writes == [6, 6]  # once after the batch, once at the end
+    assert capsys.readouterr().out.count("[") >= 6
