@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from bench import provenance as P
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "results" / "reference"
@@ -117,16 +118,7 @@ def fair_table(shared: pd.DataFrame, tuned: pd.DataFrame, sched: str | None = No
 
 def head_commit(root: Path = ROOT) -> str:
     """The checkout's short commit, ``-dirty`` when files differ; ``unknown`` without git."""
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
-
-    try:
-        commit = run("rev-parse", "--short", "HEAD").stdout.strip()
-        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
+    return P.git_commit(root, dirty="-dirty")
 
 
 def _stamp(reference: Path, commit: str) -> str:
