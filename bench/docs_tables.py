@@ -1,12 +1,15 @@
 """The reference results' tables for the docs and the README, written from the committed results.
 
-    python -m bench.docs_tables          # rewrite docs/generated/reference_tables.md + README
+    python -m bench.docs_tables          # rewrite docs/generated/{reference_tables,
+                                         # time_to_target}.md and the README's table
     python -m bench.docs_tables --check  # exit 1 when either differs from a fresh generation
 
 Sources: ``results/reference/summary.csv`` (the main sweep), ``results/reference/fair/{shared,
 tuned}/summary.csv`` (one shared lr against each optimizer's grid-tuned lr) and the provenance
 lines of ``results/reference/README.md`` (date, commit, machine, versions of the regeneration).
-Each cell is mean ± sample standard deviation over the seeds whose run ended ``ok``; ``(n/k
+The time-to-target table (docs/generated/time_to_target.md) lists every task of the catalogue
+with its default target and, from the main sweep, which optimizers reach it. Each accuracy cell is
+mean ± sample standard deviation over the seeds whose run ended ``ok``; ``(n/k
 seeds)`` says that only n of its k seeds count. The README's table sits between two marker
 comments and is replaced in place, so nothing else of the README is touched. The generation
 commit in the stamp is informative: comparisons (``--check``, the tests) ignore it.
@@ -17,15 +20,19 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from bench import data as bench_data
+from bench import provenance as P
+from bench import tasks as bench_tasks
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "results" / "reference"
 DOCS_TABLES = ROOT / "docs" / "generated" / "reference_tables.md"
+TARGETS_TABLE = ROOT / "docs" / "generated" / "time_to_target.md"
 README = ROOT / "README.md"
 TASK = "mnist1d_mlp"
 METRIC = "final_test_acc"
@@ -117,16 +124,7 @@ def fair_table(shared: pd.DataFrame, tuned: pd.DataFrame, sched: str | None = No
 
 def head_commit(root: Path = ROOT) -> str:
     """The checkout's short commit, ``-dirty`` when files differ; ``unknown`` without git."""
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
-
-    try:
-        commit = run("rev-parse", "--short", "HEAD").stdout.strip()
-        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("-dirty" if dirty else "")
+    return P.git_commit(root, dirty="-dirty")
 
 
 def _stamp(reference: Path, commit: str) -> str:
@@ -178,6 +176,90 @@ def docs_page(reference: Path = REFERENCE, commit: str | None = None) -> str:
     )
 
 
+# what a target measures, in words, and the column that says how close a run came without it
+_TARGET_WORDS = {
+    "train_loss": ("train loss", "final_train_loss", "final train loss"),
+    "test_loss": ("test loss", "final_test_loss", "final test loss"),
+    "test_acc": ("test accuracy", "best_test_acc", "best test accuracy"),
+}
+TARGET_SCHED = "constant"
+
+
+def _target_runs(summary: pd.DataFrame, task: bench_tasks.Task) -> pd.DataFrame:
+    """The task's runs that say whether its default target is reached at its defaults: the
+    constant schedule, the task's default lr and steps, steps_to_target measured against the
+    catalogue's target (a re-targeted store measured something else)."""
+    rows = summary[(summary["task"] == task.name) & (summary["sched"] == TARGET_SCHED)]
+    if "lr_source" in rows.columns:
+        rows = rows[rows["lr_source"].fillna("default").isin(["default", "class_default"])]
+    rows = rows[(rows["steps"] == task.steps) & (rows["target_metric"] == task.target_metric)]
+    return rows[[math.isclose(t, task.target) for t in rows["target"]]]
+
+
+def _targets_row(summary: pd.DataFrame, task: bench_tasks.Task) -> list[str]:
+    what, column, closest = _TARGET_WORDS[task.target_metric]
+    sign = "<=" if bench_tasks.TARGET_METRICS[task.target_metric] == "min" else ">="
+    head = [f"`{task.name}`", f"{what} {sign} {task.target:g}"]
+    runs = _target_runs(summary, task)
+    if runs.empty:
+        offline = task.dataset in bench_data.TORCHVISION
+        why = "not calibrated here (no data offline)" if offline else "not in the reference results"
+        return [*head, why, "–", "–"]
+    every, some, never = [], [], []
+    for optim, g in runs.groupby("optim"):
+        reached = g["steps_to_target"].dropna()
+        if len(reached) == len(g):
+            every.append((reached.median(), optim))
+        elif len(reached):
+            some.append((-len(reached), optim, f"{optim} {len(reached)}/{len(g)}"))
+        else:
+            never.append((g[column].mean(), optim))
+    # closest first; a metric that is missing in every seed (all diverged) last
+    never.sort(key=lambda vo: (math.isnan(vo[0]), -vo[0] if sign == ">=" else vo[0], vo[1]))
+    cells = [
+        ", ".join(f"{optim} {steps:.0f}" for steps, optim in sorted(every)),
+        ", ".join(text for *_, text in sorted(some)),
+        f"{closest}: " + ", ".join(f"{optim} {v:.3g}" for v, optim in never) if never else "",
+    ]
+    return [*head, *(c or "–" for c in cells)]
+
+
+def targets_table(summary: pd.DataFrame, tasks: list[bench_tasks.Task] | None = None) -> str:
+    """Each task's default target and which optimizers reach it at the task's default lr and steps
+    with the constant schedule: in every seed (with the median steps to the target), in some
+    seeds, or never (with how close they came, averaged over seeds)."""
+    tasks = bench_tasks.CATALOGUE if tasks is None else tasks
+    lines = [
+        "| task | target | reached in every seed (median steps) | in some seeds | never |",
+        "|---|---|---|---|---|",
+    ]
+    for task in tasks:
+        if task.target is not None:
+            lines.append("| " + " | ".join(_targets_row(summary, task)) + " |")
+    return "\n".join(lines)
+
+
+def targets_page(reference: Path = REFERENCE, commit: str | None = None) -> str:
+    """The Markdown of docs/generated/time_to_target.md."""
+    summary, _, _ = _read(reference)
+    seeds = summary[summary["sched"] == TARGET_SCHED].groupby("task")["seed"].nunique().sort_index()
+    counts = ", ".join(f"{task} {n}" for task, n in seeds.items())
+    return "\n".join(
+        [
+            "<!-- written by python -m bench.docs_tables; do not edit -->",
+            _stamp(reference, commit or head_commit()),
+            "",
+            f"From `results/reference/summary.csv`: the runs with the {TARGET_SCHED} schedule at "
+            f"each task's default lr and steps (seeds per task: {counts}). A run reaches the "
+            "target when its `steps_to_target` is set; the steps are the median over seeds; for "
+            "the optimizers that never reach it, the named metric is the mean over seeds.",
+            "",
+            targets_table(summary),
+            "",
+        ]
+    )
+
+
 def readme_block(reference: Path = REFERENCE, commit: str | None = None) -> str:
     """The README's table, markers included: the constant schedule of the shared-vs-tuned table."""
     _, shared, tuned = _read(reference)
@@ -213,6 +295,7 @@ def outputs(reference: Path | None = None, commit: str | None = None) -> dict[Pa
     reference, readme, commit = reference or REFERENCE, README, commit or head_commit()
     return {
         DOCS_TABLES: docs_page(reference, commit),
+        TARGETS_TABLE: targets_page(reference, commit),
         readme: replace_block(readme.read_text(), readme_block(reference, commit)),
     }
 

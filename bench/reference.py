@@ -29,14 +29,13 @@ left out of DIR (they repeat the CSV files) unless ``keep_runs``.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench import plot as bench_plot
+from bench import provenance as P
 from bench import run as bench_run
 from bench import sweepfile, trajectories
 
@@ -105,23 +104,6 @@ def write_comparison(fair: Path) -> None:
 
 def provenance(timings: list[tuple[str, float]], *, tiny: bool, jobs: str, fair: bool) -> str:
     """DIR/README.md: the command, date, commit, machine, versions and each stage's wall time."""
-    import torch
-
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
 
     def files(names) -> list[str]:
         return [
@@ -136,9 +118,9 @@ def provenance(timings: list[tuple[str, float]], *, tiny: bool, jobs: str, fair:
         + (" --tiny" if tiny else "")
         + "`; do not write here with `bench.run` (its default store is results/runs).",
         "",
-        f"* date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit {commit}",
-        f"* machine: {cpu}, {os.cpu_count()} CPU cores, bench.run --jobs {jobs}",
-        f"* torch {torch.__version__}, Python {platform.python_version()}",
+        f"* date: {P.now()}; commit {P.git_commit()}",
+        f"* machine: {P.machine()}, bench.run --jobs {jobs}",
+        f"* {P.format_versions(P.versions('torch'))}",
         "* sweeps (bench.run --config FILE [flags]):",
         *files(SWEEPS),
         *([] if not fair else ["* fair comparison (fair/shared, fair/tuned):"]),

@@ -28,21 +28,18 @@ import html
 import json
 import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from bench import figures, profiles, stats
+from bench import figures, profiles, provenance, stats
 from bench.plot import StoreError, load_store
 
 if TYPE_CHECKING:  # plotly is imported where a figure is made: the statistics do not need it
@@ -736,28 +733,11 @@ CODE_PATHS = ("bench", "optimizers", "schedulers", "scripts", "pyproject.toml")
 def code_commit() -> str:
     """The checkout's commit, with "+ uncommitted code" when the code differs from it (results
     and docs written since do not count); "unknown" outside a git checkout."""
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()  # fmt: skip
-
-    try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{commit} + uncommitted code" if changed else commit
+    return provenance.git_commit(length=12, paths=CODE_PATHS, dirty=" + uncommitted code")
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("optbench", *VERSION_PACKAGES):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return provenance.versions("optbench", *VERSION_PACKAGES)
 
 
 def equivalent_commands(runs: pd.DataFrame, out: str) -> list[tuple[str, int, bool]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import optimizers  # noqa: E402
 from bench import batched as B  # noqa: E402
 from bench import data as D  # noqa: E402
+from bench import provenance as P  # noqa: E402
 from bench import tasks as T  # noqa: E402
 from bench.train import RunConfig, train_one_run  # noqa: E402
 
@@ -196,19 +196,15 @@ def run_configs(task_name, optim, n, steps, device, threads, data_dir) -> list[R
 
 
 def stamp(device: torch.device, threads: int) -> str:
-    def git(*cmd: str) -> str:
-        out = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True)
-        return out.stdout.strip()
+    """The shared provenance line, with the thread count and, on a GPU, its name."""
+    gpu = [f"GPU {torch.cuda.get_device_name(device)}"] if device.type == "cuda" else []
+    return P.stamp(f"{threads} thread(s)", *gpu)
 
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else machine
-    return (
-        f"{time.strftime('%Y-%m-%d')}, commit {commit}, {where}, {os.cpu_count()} CPUs, "
-        f"{threads} thread(s), Python {platform.python_version()}, torch {torch.__version__}"
-    )
+
+def loads(before: str) -> str:
+    """The load averages at the start and now: timings on a shared machine are only as quiet as
+    these say."""
+    return f"load average (1/5/15 min) before {before}, after {P.load_average()}"
 
 
 def table(rows: list[list[str]]) -> str:
@@ -308,16 +304,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     T.TASKS["mnist1d_mlp"].prepare(args.data_dir)
-    load_before = os.getloadavg()
+    load_before = P.load_average()
     if args.commands:
         rows = bench_commands(args, device)
         header = ["command (--jobs 1)", "--vectorize off (s)", "auto (s)", "speed-up"]
-        load_after = os.getloadavg()
         text = (
             f"{_command_table(header, rows)}\n\n"
             f"Whole `python -m bench.run` commands into a fresh store, medians of "
-            f"{args.repeats} alternating repeats; {stamp(device, args.threads)}; load average "
-            f"before {load_before[0]:.1f}, after {load_after[0]:.1f}.\n"
+            f"{args.repeats} alternating repeats; {stamp(device, args.threads)}; "
+            f"{loads(load_before)}.\n"
         )
         print(text)
         COMMANDS_MD.parent.mkdir(parents=True, exist_ok=True)
@@ -335,12 +330,10 @@ def main() -> None:
             configs = run_configs("rosenbrock", optim, args.surface_runs, 500, args.device,
                                   args.threads, args.data_dir)  # fmt: skip
             rows.append(bench_runs(f"rosenbrock runs, {optim}", configs, args.repeats))
-    load_after = os.getloadavg()
-    loads = "load average (1, 5, 15 min) before {:.1f} {:.1f} {:.1f}, after {:.1f} {:.1f} {:.1f}"
     text = (
         f"{table(rows)}\n\n"
         f"Medians of {args.repeats} alternating repeats; {stamp(device, args.threads)}; "
-        f"{loads.format(*load_before, *load_after)}."
+        f"{loads(load_before)}."
     )
     print(text)
     if args.write_docs:

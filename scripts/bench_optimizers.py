@@ -21,10 +21,7 @@ fused step (which compiles) is timed separately and not counted.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +34,7 @@ import torchvision
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import optimizers  # noqa: E402
+from bench import provenance as P  # noqa: E402
 
 # name -> (our class, our kwargs, torch class, torch kwargs, tensors read + written per
 #          element: e.g. Adam reads p, g, m, v and writes p, m, v = 7)
@@ -185,37 +183,14 @@ def bench(
 
 
 def stamp() -> str:
-    """Date, commit, machine and versions, for a generated file's header."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """Date, commit, machine (with this run's threads and GPU) and versions, for the header."""
+    n = torch.get_num_threads()
+    threads = f"{n} thread" + ("s" if n != 1 else "")
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    threads = torch.get_num_threads()
     return (
-        f"Generated {datetime.date.today().isoformat()} at commit {commit} on {cpu} "
-        f"({threads} thread{'s' if threads != 1 else ''}{gpu}), torch {torch.__version__}, "
-        f"Python {platform.python_version()}."
+        f"Generated {P.now()} at commit {P.git_commit()} on "
+        f"{P.machine()} ({threads}{gpu}), "
+        f"{P.format_versions(P.versions('torch'))}."
     )
 
 

@@ -27,9 +27,7 @@ Timings on a shared machine are noisy: the load average is printed with the numb
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -47,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import optimizers  # noqa: E402
 from bench import data as D  # noqa: E402
 from bench import executors as E  # noqa: E402
+from bench import provenance as P  # noqa: E402
 from bench import tasks as T  # noqa: E402
 from bench.train import RunConfig, train_one_run  # noqa: E402
 
@@ -264,30 +263,12 @@ class ActorExecutor(E.Executor):
 
 
 def stamp(load_before: str) -> list[str]:
-    def git(*a: str) -> str:
-        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") + (" (uncommitted changes)" if git(
-        "status", "--porcelain", "--untracked-files=no") else "")  # fmt: skip
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        from importlib import metadata
-
-        ray_version = metadata.version("ray")
-    except Exception:
-        ray_version = "not installed"
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    """The shared provenance line with Ray's version, and the load averages around the
+    measurement: the machine is shared, so the numbers are only as quiet as those."""
     return [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')}, commit {commit}, {cpu}, "
-        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"ray {ray_version}; load average (1/5/15 min) {load_before} when the measurement "
-        f"began, {load} when it ended (the machine is shared: other work runs beside these "
-        "numbers).",
+        f"Measured {P.stamp(packages=('torch', 'ray'))}; load average (1/5/15 min) "
+        f"{load_before} when the measurement began, {P.load_average()} when it ended "
+        "(the machine is shared: other work runs beside these numbers).",
     ]
 
 
@@ -307,7 +288,7 @@ def main() -> None:
     p.add_argument("--data-dir", default=str(D.default_data_dir()))
     args = p.parse_args()
     T.TASKS[args.task].prepare(args.data_dir)
-    load_before = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = P.load_average()
     print(
         f"torch {torch.__version__}, {os.cpu_count()} CPUs visible, "
         f"load average {os.getloadavg()[0]:.2f}"

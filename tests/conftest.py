@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: the devices to parametrize over (CUDA ones skip cleanly when absent)."""
+"""Shared pytest fixtures: the devices to parametrize over (CUDA ones skip cleanly when absent),
+and a data folder per test module."""
 
 import pytest
 import torch
@@ -19,3 +20,9 @@ DEVICES = [
 def device(request: pytest.FixtureRequest) -> torch.device:
     """Each test using this fixture runs on CPU and, when present, on CUDA."""
     return torch.device(request.param)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A data folder per test module, so a module's tests generate their data sets once."""
+    return str(tmp_path_factory.mktemp("data"))

@@ -8,13 +8,13 @@ import dataclasses
 import os
 import shutil
 import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from _cli import copy_store, one_error_line, run_bench, snapshot
 
 import optimizers
 import schedulers
@@ -25,13 +25,6 @@ from bench import validate as V
 from bench.run import main
 from bench.train import RunConfig, row_steps, train_one_run
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("data"))
-
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_dir) -> Path:
@@ -41,19 +34,6 @@ def finished(tmp_path_factory, data_dir) -> Path:
     assert main([*argv, "--out", str(out), "--data-dir", data_dir]) == 0
     (out / ".lock").unlink(missing_ok=True)  # made by older versions; no part of the contents
     return out
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    return {
-        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
-        for p in sorted(folder.rglob("*"))
-    }
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench.run: error: "), err
-    return lines[0]
 
 
 a_file = Path(__file__)  # a --data-dir that is a file
@@ -86,8 +66,7 @@ BAD = [
 def test_bad_input_is_one_line_exit_2_and_the_store_untouched(
     tmp_path, finished, data_dir, capsys, argv, message
 ):
-    out = tmp_path / "s"
-    shutil.copytree(finished, out)
+    out = copy_store(finished, tmp_path / "s")
     before = snapshot(out)
     code = main(
         ["--task", "saddle", "--steps", "5", "--data-dir", data_dir, *argv, "--out", str(out)]
@@ -130,11 +109,8 @@ def test_read_only_data_dir_is_a_usage_error(tmp_path, capsys):
 
 
 def test_from_the_shell_no_traceback(tmp_path, data_dir):
-    command = [sys.executable, "-m", "bench.run", "--task", "saddle", "--out", str(tmp_path / "s")]
-    p = subprocess.run(
-        [*command, "--opt-arg", "foreach=True", "--opt-arg", "fused=True"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    p = run_bench("--task", "saddle", "--out", str(tmp_path / "s"),
+                  "--opt-arg", "foreach=True", "--opt-arg", "fused=True")  # fmt: skip
     assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
     assert "--opt-arg foreach=True fused=True: " in one_error_line(p.stderr)
 

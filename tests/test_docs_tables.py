@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from bench import docs_tables as D
+from bench import tasks as T
 
 
 def test_committed_tables_are_up_to_date() -> None:
@@ -14,6 +15,50 @@ def test_committed_tables_are_up_to_date() -> None:
         assert D.without_commit(path.read_text()) == D.without_commit(text), (
             f"{path.relative_to(D.ROOT)} is out of date: run python -m bench.docs_tables"
         )
+
+
+def test_time_to_target_table_is_generated_from_the_reference_results() -> None:
+    committed = D.TARGETS_TABLE.read_text()
+    assert D.without_commit(committed) == D.without_commit(D.targets_page()), (
+        "docs/generated/time_to_target.md is out of date: run python -m bench.docs_tables"
+    )
+    assert "| `mnist_mlp` | test accuracy >= 0.97 | not calibrated here (no data offline) |" in (
+        committed
+    )
+
+
+def test_targets_table_every_some_never_and_what_does_not_count() -> None:
+    beale = T.TASKS["beale"]  # train loss <= 0.01 in 500 steps
+
+    def run(optim, seed, reached, loss, **over):
+        row = dict(task="beale", optim=optim, sched="constant", seed=seed, lr_source="default",
+                   steps=500, target_metric="train_loss", target=0.01, steps_to_target=reached,
+                   final_train_loss=loss)  # fmt: skip
+        return {**row, **over}
+
+    nan = float("nan")
+    summary = pd.DataFrame(
+        [
+            run("a", 0, 10.0, 0.001),
+            run("a", 1, 30.0, 0.002),
+            run("b", 0, 50.0, 0.005),
+            run("b", 1, nan, 0.02),
+            run("c", 0, nan, 0.5),
+            run("c", 1, nan, 0.7),
+            run("d", 0, nan, 0.2),
+            run("c", 2, 5.0, 0.001, sched="cosine"),  # another schedule
+            run("e", 0, 5.0, 0.001, target=0.5),  # measured against another target
+            run("e", 1, 5.0, 0.001, lr_source="grid"),  # a tuned lr
+            run("e", 2, 5.0, 0.001, steps=100),  # not the task's steps
+        ]
+    )
+    tasks = [beale, T.TASKS["rastrigin"], T.TASKS["mnist_mlp"]]
+    rows = D.targets_table(summary, tasks).splitlines()[2:]
+    assert rows == [
+        "| `beale` | train loss <= 0.01 | a 20 | b 1/2 | final train loss: d 0.2, c 0.6 |",
+        "| `rastrigin` | train loss <= 1 | not in the reference results | – | – |",
+        "| `mnist_mlp` | test accuracy >= 0.97 | not calibrated here (no data offline) | – | – |",
+    ]
 
 
 def test_stamp_carries_the_reference_provenance() -> None:
@@ -76,6 +121,7 @@ def test_check_reports_a_stale_file(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(D, "ROOT", tmp_path)
     monkeypatch.setattr(D, "README", readme)
     monkeypatch.setattr(D, "DOCS_TABLES", tmp_path / "docs" / "generated" / "reference_tables.md")
+    monkeypatch.setattr(D, "TARGETS_TABLE", tmp_path / "docs" / "generated" / "time_to_target.md")
     assert D.main(["--check"]) == 1
     assert "README.md is out of date" in capsys.readouterr().err
     assert D.main([]) == 0

@@ -11,22 +11,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from _cli import copy_store, one_error_line, run_bench, snapshot
 
 from bench import store as S
 from bench.run import main
 
-ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ["--task", "saddle,long_valley", "--optim", "adam,sgd", "--steps", "20", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-    return str(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
@@ -35,26 +29,6 @@ def finished(tmp_path_factory, data_dir) -> Path:
     out = tmp_path_factory.mktemp("finished") / "s"
     assert main([*SWEEP, "--out", str(out), "--data-dir", data_dir]) == 0
     return out
-
-
-def copy_store(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    (dst / ".lock").unlink(missing_ok=True)  # made by older versions; no part of the contents
-    return dst
-
-
-def snapshot(folder: Path) -> dict[str, bytes | None]:
-    """Every file's bytes and every folder (None) under ``folder``."""
-    return {
-        str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
-        for p in sorted(folder.rglob("*"))
-    }
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("bench.run: error: "), err
-    return lines[0]
 
 
 # ---------------------------------------------------------------------------- unrebuildable rows
@@ -277,11 +251,7 @@ def test_a_full_tmpfs_from_the_shell(tmp_path, data_dir):
         pytest.skip("cannot mount a tmpfs here")
     try:
         out = mount / "s"
-        argv = [sys.executable, "-m", "bench.run", *FULL_SWEEP, "--out", str(out)]
-        p = subprocess.run(
-            [*argv, "--data-dir", data_dir],
-            cwd=ROOT, env={**os.environ, "CI": "1"}, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
+        p = run_bench(*FULL_SWEEP, "--out", str(out), "--data-dir", data_dir, CI="1")
         assert p.returncode == 1, p.stderr
         assert "Traceback" not in p.stderr
         assert one_error_line(p.stderr).startswith(
