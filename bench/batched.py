@@ -532,8 +532,10 @@ class MinibatchOrder:
 
 # ---------------------------------------------------------------------------- jobs for the runner
 
-#: --max-batch's default: members per batch by task kind (see docs/vectorized.md, Speed).
-DEFAULT_MAX_BATCH = {"surface": 256, "classification": 16}
+#: --max-batch's default: members per batch by task kind (see docs/vectorized.md). A classifier
+#: is compute-bound on a CPU, so batches of 8 lose little per run against 16 and give --jobs 2
+#: two batches where a sweep cell has 16 runs; the surfaces are pure per-step overhead.
+DEFAULT_MAX_BATCH = {"surface": 256, "classification": 8}
 
 
 @dataclass(frozen=True)
@@ -561,10 +563,11 @@ def make_jobs(
     configs: Sequence[RunConfig], vectorize: str = "auto", max_batch: int | None = None
 ) -> list[RunConfig | Batch]:
     """The executor jobs of ``configs``: with ``vectorize="auto"``, batchable configs with equal
-    ``batch_key`` grouped in their order into batches of at most ``max_batch`` (default: by
-    task kind, DEFAULT_MAX_BATCH); a group of one, and everything else, as single runs. The
-    grouping depends only on the configs and max_batch, so a sweep's batches (hence its numbers)
-    are the same whatever the executor or --jobs."""
+    ``batch_key`` grouped in their order into the fewest batches of at most ``max_batch``
+    (default: by task kind, DEFAULT_MAX_BATCH), of sizes as equal as possible (12 runs with 8 at
+    most: 6 and 6, so parallel workers finish together); a group of one, and everything else,
+    as single runs. The grouping depends only on the configs and max_batch, so a sweep's
+    batches (hence its numbers) are the same whatever the executor or --jobs."""
     if vectorize == "off":
         return list(configs)
     groups: dict[str, list[RunConfig]] = {}
@@ -586,7 +589,8 @@ def make_jobs(
         members = groups[job]
         kind = "surface" if T.get(members[0].task).is_surface else "classification"
         size = max_batch or DEFAULT_MAX_BATCH[kind]
-        for k in range(0, len(members), size):
-            chunk = members[k : k + size]
+        count = -(-len(members) // size)  # ceil
+        for k in range(count):
+            chunk = members[k * len(members) // count : (k + 1) * len(members) // count]
             out.append(Batch(tuple(chunk)) if len(chunk) > 1 else chunk[0])
     return out

@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     a(
         "--max-batch",
         type=_int("--max-batch"),
-        help="most runs per batch with --vectorize auto (default: 256 on the 2-D surfaces, 16 "
-        "on classification tasks)",
+        help="most runs per batch with --vectorize auto (default: 256 on the 2-D surfaces, 8 "
+        "on classification tasks); a group is split into batches of equal size",
     )
     a(
         "--executor",

@@ -73,10 +73,19 @@ def config(**kw) -> RunConfig:
 def test_make_jobs_groups_by_shared_fields_and_caps_the_batch():
     configs = [config(seed=s) for s in range(5)] + [config(optim="adam", seed=0)]
     configs += [config(optim="my_module:MyOpt", seed=s) for s in range(2)]
+
+    def sizes(jobs):
+        return [len(j.configs) if isinstance(j, B.Batch) else 1 for j in jobs]
+
     jobs = B.make_jobs(configs, "auto", max_batch=2)
-    assert [len(j.configs) if isinstance(j, B.Batch) else 1 for j in jobs] == [2, 2, 1, 1, 1, 1]
+    assert sizes(jobs) == [1, 2, 2, 1, 1, 1]  # 5 runs, at most 2 each: 3 batches, as even as can be
+    seeds = [c.seed for j in jobs[:3] for c in (j.configs if isinstance(j, B.Batch) else [j])]
+    assert seeds == [0, 1, 2, 3, 4]  # in sweep order
     assert B.make_jobs(configs, "off") == configs
     assert len(B.make_jobs(configs, "auto")[0].configs) == 5  # surfaces: up to 256
+    many = [config(seed=s) for s in range(12)]
+    assert sizes(B.make_jobs(many, "auto", max_batch=8)) == [6, 6]
+    assert sizes(B.make_jobs(many, "auto", max_batch=12)) == [12]
 
 
 def test_grid_points_train_as_one_batch_and_equal_separate_runs(tmp_path):
