@@ -249,7 +249,8 @@ class Store:
         self._next_write_at = 0.0
         self._write_error: StoreWriteError | None = None
         self.writable = False
-        self.dirty = False
+        self.dirty = False  # records added since the tables were last written
+        self._tables_written = False  # by this Store: until then they may lag the records
 
     # -- opening (reads only) -----------------------------------------------------------------
 
@@ -532,11 +533,14 @@ class Store:
         """Rewrite summary.csv and curves.csv atomically; nothing before writing started.
 
         Rewriting costs time proportional to the store; when one rewrite takes over 0.2 s the next
-        waits until ten times that has passed (so it stays under ~10% of the sweep), and the final
-        rewrite when the command ends is always done.
+        waits until ten times that has passed (so it stays under ~10% of the sweep). ``force``
+        (the final rewrite when the command ends) skips only that wait; a rewrite is skipped
+        when this Store has written the tables and added no record since.
         """
         now = time.perf_counter()
         if not self.writable or (not force and now < self._next_write_at):
+            return
+        if not self.dirty and self._tables_written:  # (nothing new since the last rewrite)
             return
         self._write(
             self.root / "summary.csv", self.summary_frame().to_csv(index=False).encode(), False
@@ -550,3 +554,4 @@ class Store:
         took = time.perf_counter() - now
         self._next_write_at = now + 10 * took if took > 0.2 else 0.0
         self.dirty = False
+        self._tables_written = True

@@ -113,18 +113,20 @@ def test_a_batch_rewrites_the_tables_once_and_reports_runs_that_are_in_them(
     from bench.run import main
 
     writes: list[int] = []
-    original = S.Store.write_tables
+    original = S.Store._write
 
-    def counted(self, force=False):
-        original(self, force)
-        writes.append(len(self.records))
-        if self.root == out and not force:  # every run reported so far is in the tables
+    def counted(self, path, data, fsync):
+        original(self, path, data, fsync)
+        if path.name == "summary.csv" and self.root == out:
+            writes.append(len(self.records))
             assert len(pd.read_csv(out / "summary.csv")) == len(self.records)
 
     out = tmp_path / "s"
-    monkeypatch.setattr(S.Store, "write_tables", counted)
+    monkeypatch.setattr(S.Store, "_write", counted)
     argv = ["--task", "rosenbrock", "--optim", "sgd", "--seed", "0,1,2,3,4,5", "--steps", "20",
             "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
-    assert writes == [6, 6]  # once after the batch, once at the end
+    assert writes == [6]  # once after the batch; the final rewrite has nothing new to write
+    assert main([*argv, "--seed", "0,1,2,3,4,5,6"]) == 0
+    assert writes == [6, 7]
     assert capsys.readouterr().out.count("[") >= 6
