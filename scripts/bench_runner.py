@@ -141,14 +141,15 @@ def sweep_commands(args: argparse.Namespace, data_dir: str) -> list[str]:
                 cmd = [sys.executable, "-m", "bench.run", "--task", args.task, "--optim", optims,
                        "--seeds", str(seeds), "--steps", str(args.sweep_steps), "--quiet",
                        *kinds[name], "--out", out, "--data-dir", data_dir,
-                       "--device", "cpu"]  # fmt: skip
+                       "--device", "cpu", "--vectorize", "off"]  # fmt: skip
                 t0 = time.perf_counter()
                 subprocess.run(cmd, cwd=ROOT, check=True)
                 walls[name].append(time.perf_counter() - t0)
     lines = [
         f"Sweep throughput: {args.task}, {n_runs} runs of {args.sweep_steps} steps (all "
-        f"optimizers, constant schedule, 1 thread each), whole `python -m bench.run` command "
-        f"timed, median of {args.sweep_repeats} rounds in rotating order",
+        f"optimizers, constant schedule, 1 thread each, one run per job: `--vectorize off`), "
+        f"whole `python -m bench.run` command timed, median of {args.sweep_repeats} rounds in "
+        f"rotating order",
         "",
         "| command | wall s (median) | runs/min | vs --jobs 1 | vs --jobs 2 |",
         "| --- | ---: | ---: | ---: | ---: |",
