@@ -107,8 +107,7 @@ def execute(
 
         jobs = make_jobs(pending, vectorize, max_batch)
         job_of = {c.run_id: i for i, job in enumerate(jobs) for c in members(job)}
-        left = [len(members(job)) for job in jobs]
-        arrived: dict[int, list] = {}
+        arrived: dict[int, list] = {}  # job -> its (config, record) pairs so far
         results = executor.map(jobs, run_bar if bars else None)
         with contextlib.closing(results):  # Ctrl-C anywhere here stops the runs at once
             for config, record in results:
@@ -117,8 +116,7 @@ def execute(
                 store.add({**record, **(extra or {}).get(config.run_id, {})}, tables=False)
                 i = job_of[config.run_id]
                 arrived.setdefault(i, []).append((config, record))
-                left[i] -= 1
-                if left[i] == 0:
+                if len(arrived[i]) == len(members(jobs[i])):
                     store.write_tables()
                     for pair in arrived.pop(i):
                         report(*pair)
