@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import socket
 import statistics
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -170,17 +172,23 @@ worker_main(int(sys.argv[3]))
 
 def worker_main(fd: int) -> None:
     """A local worker: receive chunks [(k, config), ...], send back (k, record) after each run;
-    stop at None or when the driver's end of the socket closes."""
+    stop at None or when the driver's end of the socket closes.
+
+    It then leaves by ``os._exit``: everything it made has been sent, and the interpreter's
+    teardown of torch would keep the driver waiting for it (about half a second)."""
     conn = Connection(fd)
     while True:
         try:
             chunk = conn.recv()
         except (EOFError, OSError):
-            return
+            break
         if chunk is None:
-            return
+            break
         for k, job in chunk:
             conn.send((k, run_job(job)))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class _Worker:

@@ -72,6 +72,7 @@ class StoreWriteError(StoreError):
 SUBSTORES = {"lr_search": tuning.probe_table, "tuning": tuning.tuning_table}
 STATUSES = ("ok", "diverged", "failed")
 CORRUPT = "corrupt"  # runs/corrupt/: the records set aside
+TABLES_EVERY_S = 5.0  # during a sweep, the tables are rewritten at most this often
 _RUN_ID = "0" * 12  # as long as a run id (bench.train: 12 hex digits)
 _CONFIG_TYPES: dict[str, Any] = {
     "task": str, "optim": str, "sched": str, "seed": int, "steps": int, "lr": (int, float),
@@ -532,10 +533,11 @@ class Store:
     def write_tables(self, force: bool = False) -> None:
         """Rewrite summary.csv and curves.csv atomically; nothing before writing started.
 
-        Rewriting costs time proportional to the store; when one rewrite takes over 0.2 s the next
-        waits until ten times that has passed (so it stays under ~10% of the sweep). ``force``
-        (the final rewrite when the command ends) skips only that wait; a rewrite is skipped
-        when this Store has written the tables and added no record since.
+        A rewrite costs time proportional to the store, so during a sweep the next one waits
+        ``TABLES_EVERY_S`` seconds, or ten times the last one's duration when that is longer (it
+        stays under ~10% of the sweep, with no quadratic cost in the number of records).
+        ``force`` (the final rewrite when the command ends) skips only that wait; a rewrite is
+        skipped when this Store has written the tables and added no record since.
         """
         now = time.perf_counter()
         if not self.writable or (not force and now < self._next_write_at):
@@ -552,6 +554,6 @@ class Store:
             path, table = self.index
             self._write(path, table(self.records.values()).to_csv(index=False).encode(), False)
         took = time.perf_counter() - now
-        self._next_write_at = now + 10 * took if took > 0.2 else 0.0
+        self._next_write_at = now + max(TABLES_EVERY_S, 10 * took)
         self.dirty = False
         self._tables_written = True

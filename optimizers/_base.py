@@ -28,6 +28,24 @@ _SHAPE, _DTYPE = attrgetter("shape"), attrgetter("dtype")
 FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 
+# torch.optim wraps add_param_group, zero_grad, state_dict and load_state_dict in
+# torch._disable_dynamo, whose first call imports torch._dynamo: about 2 s of a process's start and
+# a third of its exit, in every worker of a sweep. Outside a torch.compile trace the wrapper only
+# calls the function it wraps, so these call that function directly and keep the wrapper (the
+# graph break it exists for) while compiling.
+_DISABLE_DYNAMO_WRAPPER = torch._disable_dynamo(lambda: None).__code__
+
+
+def _torch_method(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``Optimizer.<method>`` as torch defines it, without the lazy ``_disable_dynamo`` wrapper
+    unless a torch.compile trace is running."""
+    if getattr(method, "__code__", None) is _DISABLE_DYNAMO_WRAPPER and not (
+        torch.compiler.is_compiling()
+    ):
+        return method.__wrapped__
+    return method
+
+
 def check_non_negative(label: str, value: float | Tensor) -> None:
     """torch's ``Invalid <label>: <value>`` ValueError unless ``value >= 0``."""
     if not value >= 0.0:
@@ -254,7 +272,15 @@ class Optimizer(torch.optim.Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         check_flags(type(self).__name__, param_group)
-        super().add_param_group(param_group)
+        _torch_method(torch.optim.Optimizer.add_param_group)(self, param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``: each gradient set to None (or zeroed, ``set_to_none=False``)."""
+        _torch_method(torch.optim.Optimizer.zero_grad)(self, set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict``: ``{"state": {index: {...}}, "param_groups": [...]}``."""
+        return _torch_method(torch.optim.Optimizer.state_dict)(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, refusing first (before anything changes) switches that
@@ -268,7 +294,7 @@ class Optimizer(torch.optim.Optimizer):
             for name, value in state_dict["state"].get(key, {}).items():
                 if name != "step" and isinstance(value, Tensor) and value.shape != p.shape:
                     raise ValueError(self._mismatch(index, name, value, p))
-        super().load_state_dict(state_dict)
+        _torch_method(torch.optim.Optimizer.load_state_dict)(self, state_dict)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Fill in what older checkpoints lack, as torch's ``__setstate__`` does: options added

@@ -641,17 +641,21 @@ def test_fused_step_never_writes_or_reads_a_planted_cache(tmp_path):
 
 # ---------------------------------------------------------------- the default path is plain
 def test_import_and_default_steps_compile_nothing_and_start_no_thread():
+    """Nor do they import torch._dynamo (torch.optim's zero_grad, state_dict, ... would, through
+    their _disable_dynamo wrapper: seconds of every worker's start and exit)."""
     code = (
         "import sys, threading, torch, optimizers\n"
-        "from torch._dynamo.utils import counters\n"
         "for name in optimizers.available():\n"
         "    p = torch.nn.Parameter(torch.ones(5))\n"
         "    opt = optimizers.create(name, [p], lr=0.1)\n"
         "    for _ in range(3):\n"
         "        p.grad = torch.ones(5)\n"
         "        opt.step()\n"
+        "        opt.zero_grad()\n"
+        "    opt.load_state_dict(opt.state_dict())\n"
+        "    opt.add_param_group({'params': [torch.nn.Parameter(torch.ones(2))]})\n"
         "assert threading.active_count() == 1, threading.enumerate()\n"
-        "assert not counters['stats'], dict(counters)\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
         "assert not optimizers._fused._cache_checked\n"
         "assert 'torch._inductor.codecache' not in sys.modules\n"
     )
@@ -659,6 +663,50 @@ def test_import_and_default_steps_compile_nothing_and_start_no_thread():
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+class _SubclassOfTorchSGD(torch.optim.SGD):
+    """How any torch.optim subclass calls torch's methods: through super()."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        super().zero_grad(set_to_none)
+
+    def state_dict(self):
+        return super().state_dict()
+
+    def add_param_group(self, param_group) -> None:
+        super().add_param_group(param_group)
+
+
+@pytest.mark.parametrize("method", ["zero_grad", "state_dict", "add_param_group"])
+def test_torch_methods_keep_their_graph_break_under_torch_compile(method):
+    """Outside a trace our classes call torch's methods without the _disable_dynamo wrapper;
+    inside one the wrapper is kept: the same graph break (torch's method not traced) and the
+    same results as a subclass of torch.optim.SGD calling super()."""
+    from torch._dynamo.utils import counters
+
+    outcomes = []
+    for cls in (_SubclassOfTorchSGD, SGD):
+        torch._dynamo.reset()
+        counters.clear()
+        p = torch.nn.Parameter(torch.ones(3))
+        p.grad = torch.ones(3)
+        opt = cls([p], lr=0.1)
+        extra = torch.nn.Parameter(torch.ones(2))
+
+        def f(x, opt=opt, extra=extra):
+            if method == "add_param_group":
+                opt.add_param_group({"params": [extra]})
+            else:
+                getattr(opt, method)()
+            return x * 2
+
+        out = torch.compile(f, backend="eager")(torch.ones(2))
+        reasons = {r.split("\n")[0] + r.split("qualname: ")[1].split(",")[0]
+                   for r in counters["graph_break"]}  # fmt: skip
+        outcomes.append((out.tolist(), p.grad is None, len(opt.param_groups), reasons))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][3] == {f"Attempted to call function marked as skippedOptimizer.{method}"}
 
 
 def test_beyond_the_recompile_limit_a_step_runs_uncompiled(monkeypatch):

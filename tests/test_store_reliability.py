@@ -184,18 +184,19 @@ def test_an_out_too_long_for_its_record_files_fails_before_any_run(tmp_path, dat
 
 
 def check_reported_runs_kept(out: Path, stdout: str) -> int:
-    """Every run reported finished ('[i/N] task optim ...: ok') is in both tables and has its
-    record; returns how many were reported."""
+    """Every run reported finished ('[i/N] task optim ...: ok') has its record, and the tables
+    (rewritten at most every TABLES_EVERY_S during a sweep) hold whole rows of records only;
+    returns how many were reported."""
     reported = [line.split()[1:3] for line in stdout.splitlines() if line.startswith("[")]
-    summary = pd.read_csv(out / "summary.csv")
-    curves = pd.read_csv(out / "curves.csv")
     records = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    by_cell = {(r["config"]["task"], r["config"]["optim"]): r["run_id"] for r in records}
     for task, optim in reported:
-        row = summary[(summary["task"] == task) & (summary["optim"] == optim)]
-        assert len(row) == 1, (task, optim)
-        run_id = row["run_id"].iloc[0]
-        assert (curves["run_id"] == run_id).sum() > 0
-        assert any(r["run_id"] == run_id for r in records)
+        assert (task, optim) in by_cell, (task, optim)
+    if (out / "summary.csv").exists():
+        summary = pd.read_csv(out / "summary.csv")
+        curves = pd.read_csv(out / "curves.csv")
+        assert set(summary["run_id"]) <= set(by_cell.values())
+        assert set(curves["run_id"]) <= set(by_cell.values())
     return len(reported)
 
 
