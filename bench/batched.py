@@ -332,6 +332,7 @@ class MemberSchedules:
     """
 
     def __init__(self, configs: Sequence[RunConfig]) -> None:
+        import optimizers
         import schedulers
 
         specs: dict[str, tuple[RunConfig, dict[float, int]]] = {}
@@ -345,7 +346,7 @@ class MemberSchedules:
         self._schedulers = []
         for spec, (c, lrs) in specs.items():
             groups = [{"params": [torch.zeros(0, requires_grad=True)], "lr": lr} for lr in lrs]
-            dummy = torch.optim.SGD(groups)
+            dummy = optimizers.SGD(groups)
             self._schedulers.append(
                 schedulers.create(c.sched, dummy, c.steps, warmup_steps=c.warmup, **c.sched_args)
             )

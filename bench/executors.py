@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import socket
 import statistics
 import subprocess
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -174,8 +172,8 @@ def worker_main(fd: int) -> None:
     """A local worker: receive chunks [(k, config), ...], send back (k, record) after each run;
     stop at None or when the driver's end of the socket closes.
 
-    It then leaves by ``os._exit``: everything it made has been sent, and the interpreter's
-    teardown of torch would keep the driver waiting for it (about half a second)."""
+    It then leaves by ``procs.exit_now``: the driver waits for it, and the interpreter's teardown
+    of torch would only add to that wait."""
     conn = Connection(fd)
     while True:
         try:
@@ -186,9 +184,7 @@ def worker_main(fd: int) -> None:
             break
         for k, job in chunk:
             conn.send((k, run_job(job)))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    procs.exit_now(0)
 
 
 class _Worker:

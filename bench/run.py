@@ -169,4 +169,6 @@ def prepare(task: str, data_dir: str, download: bool) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.procs import exit_now
+
+    exit_now(main())

@@ -76,8 +76,8 @@ class RunConfig:
         d["format"] = FORMAT_VERSION
         return d
 
-    @property
-    def run_id(self) -> str:
+    @functools.cached_property
+    def run_id(self) -> str:  # (a frozen dataclass: computed once)
         canonical = json.dumps(_jsonable(self.identity()), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(canonical.encode()).hexdigest()[:12]
 
@@ -87,6 +87,11 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
+        try:  # a curve: numbers (or None) only, all finite when their sum is (NaN, inf propagate)
+            if math.isfinite(sum(v for v in obj if v is not None)):
+                return list(obj)
+        except (TypeError, ValueError, RuntimeError):  # None, strings, containers, arrays
+            pass
         return [_jsonable(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -12,7 +13,7 @@ import torch
 
 from bench import store as S
 from bench import tasks as T
-from bench.train import RunConfig, row_steps, train_one_run
+from bench.train import RunConfig, _jsonable, row_steps, train_one_run
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,34 @@ def test_run_id_is_stable_and_covers_what_changes_the_numbers():
     for change in (dict(seed=1), dict(lr=0.051), dict(opt_args={"momentum": 0.5}), dict(threads=2)):
         assert config(**change).run_id != a.run_id, change
     assert pickle.loads(pickle.dumps(a)) == a  # can travel to a worker process
+
+
+def _jsonable_reference(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable_reference(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable_reference(v) for v in obj]
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[1.0, 2.5], (1, 2), [True, 3], [1.0, math.nan], [1e308, 1e308], [math.inf, -math.inf],
+     [None, 1.0], [[1.0, math.inf]], ["a", 1.0], [{"a": math.nan}], [], {1: (math.nan, 2.0)},
+     [torch.tensor(1.0), torch.tensor(2.0)], [torch.ones(2), torch.ones(2)]],
+)  # fmt: skip
+def test_jsonable_fast_path_equals_the_element_by_element_rule(value):
+    got, want = _jsonable(value), _jsonable_reference(value)
+    assert type(got) is type(want) and repr(got) == repr(want)
+    assert got is not value  # a new list, never the caller's
+
+
+def test_run_id_is_cached_per_instance_and_follows_replace():
+    c = RunConfig(task="rosenbrock", optim="sgd", sched="constant", seed=0, steps=5,
+                  batch_size=None, lr=0.1)  # fmt: skip
+    assert c.run_id is c.run_id
+    d = dataclasses.replace(c, lr=0.2)
+    assert d.run_id != c.run_id and pickle.loads(pickle.dumps(d)).run_id == d.run_id
 
 
 def test_long_valley_sgd_matches_closed_form():
@@ -107,7 +136,7 @@ def test_mnist1d_run_is_deterministic_and_learns(data_dir):
     acc = a["curves"]["test_acc"]
     assert acc[0] < 0.2 and acc[-1] > 0.4  # chance is 0.1
     assert a["threads"] == 1 and a["summary"]["steps_done"] == 200
-    other_seed = train_one_run(config(**{**cfg.__dict__, "seed": 1}))
+    other_seed = train_one_run(dataclasses.replace(cfg, seed=1))
     assert other_seed["curves"]["train_loss"] != a["curves"]["train_loss"]
 
 

@@ -192,6 +192,33 @@ def test_spawned_child_exits_when_its_parent_is_already_gone():
     assert not alive(child)
 
 
+def test_exit_now_keeps_what_a_normal_exit_does(tmp_path):
+    """exit_now skips only the teardown of modules: non-daemon threads finish, atexit handlers
+    run, buffered output on pipes arrives, and the exit code is the one given."""
+    mark = tmp_path / "atexit"
+    script = (
+        "import sys, atexit, threading, time; sys.path.insert(0, sys.argv[1])\n"
+        "from bench import procs\n"
+        "atexit.register(lambda: open(sys.argv[2], 'w').write('ran'))\n"
+        "t = threading.Thread(target=lambda: (time.sleep(0.3), print('thread done')))\n"
+        "t.start()\n"
+        "print('buffered', end='')\n"
+        "sys.stderr.write('err')\n"
+        "procs.exit_now(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT), str(mark)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 3
+    assert done.stdout == "bufferedthread done\n" and done.stderr == "err"
+    assert mark.read_text() == "ran"
+    # under a profiler it is a plain exit, so that the profiler writes its results
+    stats = tmp_path / "prof"
+    (tmp_path / "script.py").write_text(script)
+    profiled = [sys.executable, "-m", "cProfile", "-o", str(stats), str(tmp_path / "script.py")]
+    subprocess.run([*profiled, str(ROOT), str(mark)], capture_output=True, timeout=60)
+    assert stats.stat().st_size > 0
+
+
 def test_reaper_kills_what_holds_its_folder_when_the_driver_dies(tmp_path):
     folder = tmp_path / "guarded"
     folder.mkdir()
