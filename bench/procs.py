@@ -6,7 +6,7 @@
   only covers a parent that dies after it is set). The driver holds the only other end of the
   child's socket, so a child on another platform also ends when it reads EOF.
 * ``exit_now(code)``: end a command or a worker whose work is done, skipping the interpreter's
-  teardown of its modules (about 0.8 s once torch is imported).
+  teardown of its modules (most of a second once torch is imported).
 * ``Reaper``: for processes that are not our children, such as a local Ray instance's agents
   (started by the raylet, which re-parents them to init when it dies). A small watcher in its
   own session holds a pipe from the driver; when the pipe closes (the driver finished, or was
@@ -52,7 +52,7 @@ def exit_now(code: int) -> None:
     """Exit as Python would, less the teardown of its modules: wait for non-daemon threads, run
     the atexit handlers (Ray's shutdown, torch's compile workers, ...), flush the standard
     streams, then ``os._exit(code)``. Tearing down torch's modules frees nothing the operating
-    system would not, and takes about 0.8 s. Under a profiler, tracer or coverage tool (which
+    system would not, and takes most of a second. Under a profiler, tracer or coverage tool (which
     write their results after the program returns) it is ``sys.exit(code)``."""
     monitoring = getattr(sys, "monitoring", None)  # Python >= 3.12's tools (cProfile, coverage)
     if (sys.gettrace() or sys.getprofile()

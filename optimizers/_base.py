@@ -29,8 +29,8 @@ FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 
 # torch.optim wraps add_param_group, zero_grad, state_dict and load_state_dict in
-# torch._disable_dynamo, whose first call imports torch._dynamo: about 2 s of a process's start and
-# a third of its exit, in every worker of a sweep. Outside a torch.compile trace the wrapper only
+# torch._disable_dynamo, whose first call imports torch._dynamo: seconds of a process's start and
+# of its exit, in every worker of a sweep. Outside a torch.compile trace the wrapper only
 # calls the function it wraps, so these call that function directly and keep the wrapper (the
 # graph break it exists for) while compiling.
 _DISABLE_DYNAMO_WRAPPER = torch._disable_dynamo(lambda: None).__code__
