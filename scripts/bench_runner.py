@@ -15,12 +15,14 @@ each executor?
 2. Sweep throughput: `python -m bench.run` on a fresh store with --jobs 1, --jobs 2 and
    --executor ray (a local instance with 2 CPUs), whole command timed (process start, worker and
    Ray start-up included), in runs per minute, in rotating order over --sweep-repeats rounds
-   (medians). Targets: --jobs 2 >= 1.6x --jobs 1; Ray >= 0.9x --jobs 2.
+   (medians), and the steady rate after the first quarter of the runs (from the times their
+   records were written). Targets: --jobs 2 >= 1.6x --jobs 1; Ray >= 0.9x --jobs 2.
 3. Per-run scheduling overhead, on warm executors through the Python API: the wall time per run
    of --tiny-runs one-step runs through one worker (local worker process, Ray task, Ray actor),
    minus the time per run of the same runs in this process; with one run per message (chunk 1)
    and with the executors' chunks (about a second of runs each). The Ray actor row is the
-   alternative to tasks that the executor does not use (see bench/ray_executor.py).
+   alternative to tasks that the executor does not use (see bench/ray_executor.py). Also the
+   seconds a local Ray instance takes to start and to stop.
 Timings on a shared machine are noisy: the load average is printed with the numbers.
 """
 
@@ -134,6 +136,7 @@ def sweep_commands(args: argparse.Namespace, data_dir: str) -> list[str]:
         "--executor ray (local, 2 CPUs)": ["--executor", "ray"],
     }
     walls: dict[str, list[float]] = {k: [] for k in kinds}
+    steady: dict[str, list[float]] = {k: [] for k in kinds}
     for r in range(args.sweep_repeats):
         order = list(kinds)[r % len(kinds) :] + list(kinds)[: r % len(kinds)]
         for name in order:
@@ -145,23 +148,36 @@ def sweep_commands(args: argparse.Namespace, data_dir: str) -> list[str]:
                 t0 = time.perf_counter()
                 subprocess.run(cmd, cwd=ROOT, check=True)
                 walls[name].append(time.perf_counter() - t0)
+                steady[name].append(steady_rate(Path(out)))
     lines = [
         f"Sweep throughput: {args.task}, {n_runs} runs of {args.sweep_steps} steps (all "
         f"optimizers, constant schedule, 1 thread each, one run per job: `--vectorize off`), "
         f"whole `python -m bench.run` command timed, median of {args.sweep_repeats} rounds in "
-        f"rotating order",
+        f"rotating order. *Steady* counts only the runs after the first quarter, from the "
+        f"times their records were written: the rate once start-up is over, as in a long sweep.",
         "",
-        "| command | wall s (median) | runs/min | vs --jobs 1 | vs --jobs 2 |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| command | wall s (median) | runs/min | vs --jobs 1 | vs --jobs 2 "
+        "| steady runs/min | steady vs --jobs 2 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     med = {k: statistics.median(v) for k, v in walls.items()}
+    rate = {k: statistics.median(v) for k, v in steady.items()}
     for name, wall in med.items():
         lines.append(
             f"| `{name}` | {wall:.1f} | {60 * n_runs / wall:.1f} | "
-            f"{med['--jobs 1'] / wall:.2f}x | {med['--jobs 2'] / wall:.2f}x |"
+            f"{med['--jobs 1'] / wall:.2f}x | {med['--jobs 2'] / wall:.2f}x | "
+            f"{rate[name]:.1f} | {rate[name] / rate['--jobs 2']:.2f}x |"
         )
     lines += ["", "targets: --jobs 2 >= 1.60x --jobs 1; Ray >= 0.90x --jobs 2"]
     return lines
+
+
+def steady_rate(store: Path) -> float:
+    """Runs per minute after the first quarter of a store's runs: from the time the driver wrote
+    the record of the run that ended the first quarter to the time it wrote the last."""
+    times = sorted(p.stat().st_mtime for p in (store / "runs").glob("*.json"))
+    first = len(times) // 4
+    return 60 * (len(times) - 1 - first) / (times[-1] - times[first])
 
 
 def tiny(n: int) -> list[RunConfig]:
@@ -200,6 +216,8 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
     configs = tiny(args.tiny_runs)
     here = per_run(E.SerialExecutor(), configs, args.repeats)
     rows: dict[str, dict[str, float]] = {}
+    ray_start: list[float] = []  # RayExecutor.start(): a local instance of 2 CPUs
+    ray_stop: list[float] = []  # its close(): ray.shutdown and the reaper
     for chunked in (False, True):
         chunk_s = E.CHUNK_S if chunked else 0.0  # 0: one run per chunk
         with mock.patch.object(E, "CHUNK_S", chunk_s):
@@ -207,7 +225,11 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
                 rows.setdefault("local worker process", {})[chunked] = per_run(
                     ex, configs, args.repeats
                 )
-            with RE.RayExecutor(jobs=1, num_cpus=2) as ex:
+            ex = RE.RayExecutor(jobs=1, num_cpus=2)
+            t0 = time.perf_counter()
+            ex.start()
+            ray_start.append(time.perf_counter() - t0)
+            with ex:
                 rows.setdefault("Ray task (the executor)", {})[chunked] = per_run(
                     ex, configs, args.repeats
                 )
@@ -215,6 +237,8 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
                 rows.setdefault("Ray actor (alternative)", {})[chunked] = per_run(
                     actors, configs, args.repeats
                 )
+                t0 = time.perf_counter()
+            ray_stop.append(time.perf_counter() - t0)
     lines = [
         f"Per-run scheduling overhead: {len(configs)} one-step runs through one warm worker, "
         f"median of {args.repeats}; in this process a run takes {1e3 * here:.2f} ms",
@@ -227,6 +251,12 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
             f"| {name} | {1e3 * r[False]:.2f} | {1e3 * (r[False] - here):.2f} | "
             f"{1e3 * r[True]:.2f} | {1e3 * (r[True] - here):.2f} |"
         )
+    lines += [
+        "",
+        f"A local Ray instance (2 CPUs) costs each command {statistics.median(ray_start):.2f} s "
+        f"to start and {statistics.median(ray_stop):.2f} s to stop (medians of "
+        f"{len(ray_start)}).",
+    ]
     return lines
 
 
