@@ -28,11 +28,11 @@ matplotlib.use("Agg")
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from PIL import Image
 
 from bench import api, figures, tasks
 from bench import run as bench_run
@@ -260,21 +260,13 @@ def loss_figure(paths: pd.DataFrame, lrs, title: str) -> Figure:
     return fig
 
 
-class _FileCanvas(FigureCanvasAgg):
-    """Agg canvas for a figure that only goes to files: FuncAnimation asks for an idle redraw
-    after every frame and the writer renders the frame again; skip the first of the two."""
-
-    def draw_idle(self, *args, **kwargs) -> None:
-        pass
-
-
 def animate(paths: pd.DataFrame, name: str, lrs, out: Path, title: str) -> None:
     """GIF of the paths on one surface growing step by step (at most GIF_FRAMES frames)."""
     data = paths[paths["task"] == name]
     optims = sorted(data["optim"].unique())
     palette = figures.optimizer_palette(optims)
     fig = Figure(figsize=(7.6, 4.6), layout="constrained", dpi=80)
-    _FileCanvas(fig)  # a real canvas: draw() lays the figure out
+    FigureCanvasAgg(fig)  # a real canvas: draw() lays the figure out
     ax = fig.subplots()
     draw_surface(ax, name)
     statuses = {o: run["status"].iloc[0] for o, run in data.groupby("optim")}
@@ -302,8 +294,23 @@ def animate(paths: pd.DataFrame, name: str, lrs, out: Path, title: str) -> None:
     draw(last)
     fig.canvas.draw()  # lay out once, then freeze: the layout is most of a frame's cost
     fig.set_layout_engine("none")
-    anim = FuncAnimation(fig, draw, frames=frames, blit=False)
-    anim.save(out, writer=PillowWriter(fps=GIF_FPS))
+    # Blit: render the surface, axes and legend once, then per frame only the moving artists
+    # (redrawing the whole figure, its text above all, was nearly all of a GIF's cost).
+    moving = [*lines.values(), *heads.values(), ax.title]
+    for artist in moving:
+        artist.set_animated(True)
+    canvas = fig.canvas
+    canvas.draw()
+    background = canvas.copy_from_bbox(fig.bbox)
+    images = []
+    for step in frames:
+        canvas.restore_region(background)
+        draw(int(step))
+        for artist in moving:
+            fig.draw_artist(artist)
+        images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB"))
+    images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / GIF_FPS),
+                   loop=0)  # fmt: skip
 
 
 def run_all(store: Path, lrs: dict[str, dict[str, float]], steps: int) -> int:
