@@ -296,7 +296,10 @@ def animate(paths: pd.DataFrame, name: str, lrs, out: Path, title: str) -> None:
     fig.set_layout_engine("none")
     # Blit: render the surface, axes and legend once, then per frame only the moving artists
     # (redrawing the whole figure, its text above all, was nearly all of a GIF's cost).
-    moving = [*lines.values(), *heads.values(), ax.title]
+    moving = [*lines.values(), *heads.values()]
+    # the markers drawn above the paths (start, minimum) are redrawn above them in every frame
+    above = [a for a in ax.lines if a not in moving and a.get_zorder() > heads[optims[0]].zorder]
+    moving = [*sorted(moving + above, key=lambda a: a.get_zorder()), ax.title]
     for artist in moving:
         artist.set_animated(True)
     canvas = fig.canvas
@@ -308,7 +311,7 @@ def animate(paths: pd.DataFrame, name: str, lrs, out: Path, title: str) -> None:
         draw(int(step))
         for artist in moving:
             fig.draw_artist(artist)
-        images.append(Image.fromarray(np.asarray(canvas.buffer_rgba())).convert("RGB"))
+        images.append(Image.fromarray(np.asarray(canvas.buffer_rgba()).copy()))
     images[0].save(out, save_all=True, append_images=images[1:], duration=int(1000 / GIF_FPS),
                    loop=0)  # fmt: skip
 
