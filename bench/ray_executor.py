@@ -132,6 +132,20 @@ def loopback(ray: Any, on: bool):
             os.environ[name] = saved_env
 
 
+def kill_monitor() -> None:
+    """SIGKILL the autoscaler monitor of the command's own Ray instance, before ``ray.shutdown``.
+    Ray stops the GCS first, then sends the monitor SIGTERM, whose handler reports to the dead GCS
+    until Ray SIGKILLs it a second later: a second added to every command, on an instance of
+    fixed size that the monitor never scales. Best effort (Ray's private structures)."""
+    with contextlib.suppress(Exception):
+        from ray._private import ray_constants, worker
+
+        infos = worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, [])
+        for info in infos:
+            info.process.kill()
+            info.process.wait(timeout=5)
+
+
 def run_chunk(configs: list[RunConfig]) -> list[dict[str, Any]]:
     """The Ray task: the chunk's runs, one after another, on one worker."""
     return [r for job in configs for r in run_job(job)]
@@ -222,6 +236,8 @@ class RayExecutor(Executor):
 
     def close(self) -> None:
         if self.ray is not None:
+            if self.address is None:
+                kill_monitor()
             with contextlib.suppress(Exception):
                 self.ray.shutdown()
             self.ray = None

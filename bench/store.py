@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ def record_problem(record: Any, run_id: str) -> str | None:
         return "curves of uneven length"
     if any(v is not None and not _is_number(v) for c in columns for v in c):
         return "curves hold a value that is not a number"
+    steps = (curves or {}).get("step")
+    if columns and columns[0] and not (steps and all(isinstance(v, int) for v in steps)):
+        return "curves without whole-number steps"
     return None
 
 
@@ -213,20 +217,24 @@ def summary_row(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def curve_frame(record: dict[str, Any]) -> pd.DataFrame:
-    c = record["config"]
-    df = pd.DataFrame(record.get("curves") or {}, columns=CURVE_COLUMNS[5:13])
-    for col, val in [
-        ("run_id", record["run_id"]),
-        ("task", c["task"]),
-        ("optim", c["optim"]),
-        ("sched", c["sched"]),
-        ("seed", c["seed"]),
-        ("lr0", c["lr"]),
-    ]:
-        df[col] = val
+def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The long table of the records' curves: one row per logged step per run, in
+    ``CURVE_COLUMNS``, unsorted. Built column by column over all records at once (one DataFrame,
+    not one per record: the per-frame cost of pandas is most of the time for short curves)."""
+    columns: dict[str, list] = {k: [] for k in CURVE_COLUMNS}
+    for record in records:
+        c, curves = record["config"], record.get("curves") or {}
+        n = len(curves.get("step", ()))
+        for key in CURVE_COLUMNS[5:13]:
+            columns[key].extend(curves.get(key) or [None] * n)
+        for key, value in (
+            ("run_id", record["run_id"]), ("task", c["task"]), ("optim", c["optim"]),
+            ("sched", c["sched"]), ("seed", c["seed"]), ("lr0", c["lr"]),
+        ):  # fmt: skip
+            columns[key].extend([value] * n)
+    df = pd.DataFrame(columns, columns=CURVE_COLUMNS)
     df["step"] = df["step"].astype("int64")
-    return df[CURVE_COLUMNS]
+    return df
 
 
 class Store:
@@ -244,7 +252,6 @@ class Store:
         self.runs_dir = self.root / "runs"
         self.records: dict[str, dict[str, Any]] = {}
         self.corrupt: dict[Path, str] = {}  # record files that cannot be used -> why
-        self._curves: dict[str, pd.DataFrame] = {}
         self._lock_fd: int | None = None
         self._lock_file: Any = None
         self._next_write_at = 0.0
@@ -346,7 +353,6 @@ class Store:
                 problem = record_problem(record, path.stem)
                 if problem is None:  # everything the tables need from it must work
                     summary_row(record)
-                    curves = curve_frame(record)
                     if self.index is not None:
                         self.index[1]([record])
             except (OSError, ValueError, RecursionError) as e:
@@ -363,7 +369,6 @@ class Store:
                     )
                 continue
             self.records[path.stem] = record
-            self._curves[path.stem] = curves
 
     def _known_ids(self) -> set[str]:
         """Run ids whose rows may leave the tables: the records, and the unusable ones (which
@@ -501,7 +506,6 @@ class Store:
         data = json.dumps(record, allow_nan=False).encode()
         self._write(self.runs_dir / f"{run_id}.json", data, fsync=True)
         self.records[run_id] = record
-        self._curves.pop(run_id, None)
         self.dirty = True
         if tables:
             self.write_tables()
@@ -521,13 +525,7 @@ class Store:
         return df.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
 
     def curves_frame(self) -> pd.DataFrame:
-        for run_id, r in self.records.items():
-            if run_id not in self._curves:
-                self._curves[run_id] = curve_frame(r)
-        frames = [self._curves[k] for k in self.records]
-        if not frames:
-            return pd.DataFrame(columns=CURVE_COLUMNS)
-        df = pd.concat(frames, ignore_index=True)
+        df = curves_frame(self.records.values())
         return df.sort_values([*SORT_KEYS, "step"], kind="stable").reset_index(drop=True)
 
     def write_tables(self, force: bool = False) -> None:

@@ -177,6 +177,33 @@ def test_store_writes_atomically_and_rebuilds_tables(tmp_path):
     assert pd.read_csv(tmp_path / "summary.csv")["run_id"].tolist() == summary["run_id"].tolist()
 
 
+def test_curves_csv_holds_every_records_curves_value_for_value(tmp_path, data_dir):
+    records = [
+        train_one_run(config(task="mnist1d_logreg", optim="adam", lr=0.01, steps=30,
+                             eval_every=10, data_dir=data_dir)),  # test metrics on some rows
+        train_one_run(config(task="rosenbrock", seed=1)),  # x and y, no test metrics
+        train_one_run(config(task="rosenbrock", lr=10.0, steps=50)),  # diverged: NaN, inf
+        {**train_one_run(config(seed=2)), "status": "failed", "curves": {}},  # no rows
+    ]  # fmt: skip
+    with S.Store(tmp_path) as store:
+        for r in records:
+            store.add(r)
+    curves = pd.read_csv(tmp_path / "curves.csv")
+    assert list(curves.columns) == S.CURVE_COLUMNS
+    for r in records:
+        rows = curves[curves["run_id"] == r["run_id"]]
+        c = r["config"]
+        assert len(rows) == len(r["curves"].get("step", []))
+        for key in S.CURVE_COLUMNS[5:13]:
+            want = [math.nan if v is None else v for v in r["curves"].get(key, [])]
+            assert rows[key].tolist() == pytest.approx(want, rel=0, abs=0, nan_ok=True), key
+        for key, value in [("task", c["task"]), ("optim", c["optim"]), ("sched", c["sched"]),
+                           ("seed", c["seed"]), ("lr0", c["lr"])]:  # fmt: skip
+            assert (rows[key] == value).all(), key
+    assert curves["step"].dtype == "int64"
+    assert len(curves) == sum(len(r["curves"].get("step", [])) for r in records) > 30
+
+
 def test_store_lock_refuses_a_second_writer(tmp_path):
     with S.Store(tmp_path), pytest.raises(S.StoreError, match="in use"):
         S.Store(tmp_path).open()

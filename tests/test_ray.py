@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -298,3 +299,33 @@ def test_more_cpus_per_run_than_the_cluster_has(tmp_path, capsys, cluster):
                           "--task", "saddle", "--steps", "2", "--out", str(tmp_path / "s")],
                          capsys)  # fmt: skip
     assert "64 CPU(s)" in err and "largest node: 2 CPUs" in err
+
+
+def test_own_instance_stops_with_its_monitor_killed_first_and_leaves_nothing(tmp_path):
+    """The command's own instance: its autoscaler monitor is gone before Ray's shutdown reaches
+    it (Ray would SIGTERM it, then wait a second for it to give up on the stopped GCS); nothing
+    of the instance is left afterwards."""
+    from ray._private import node as ray_node
+
+    from bench.ray_executor import RayExecutor
+    from bench.train import RunConfig
+
+    seen: dict[str, object] = {}
+    real = ray_node.Node._kill_process_impl
+
+    def spy(self, process_type, *args, **kwargs):
+        for info in self.all_processes.get(process_type, []):
+            seen[process_type] = info.process.poll()
+        return real(self, process_type, *args, **kwargs)
+
+    config = RunConfig(task="saddle", optim="sgd", sched="constant", seed=0, steps=2,
+                       batch_size=None, lr=0.01)  # fmt: skip
+    with mock.patch.object(ray_node.Node, "_kill_process_impl", spy):
+        with RayExecutor(jobs=1, num_cpus=1) as ex:
+            [(_, record)] = list(ex.map([config]))
+            folder, reaper = ex.reaper.folder, ex.reaper.proc
+        assert record["status"] == "ok"
+    assert seen["monitor"] is not None  # already exited when Ray came to stop it
+    assert seen["raylet"] is None  # the others are Ray's to stop, as before
+    assert reaper.poll() is not None and not os.path.exists(folder)
+    assert not procs.holders(folder, exclude={os.getpid()})  # (Ray keeps log files open here)

@@ -117,6 +117,8 @@ MALFORMED = {
     "config-a-list": lambda r: {**r, "config": [1, 2]},
     "curves-a-list": lambda r: {**r, "curves": [1, 2]},
     "text-in-curves": lambda r: {**r, "curves": {**r["curves"], "step": ["a"] * 6}},
+    "fractional-steps": lambda r: {**r, "curves": {**r["curves"], "step": [0.5] * 6}},
+    "curves-without-steps": lambda r: {**r, "curves": _drop(r["curves"], "step")},
     "status-unknown": lambda r: {**r, "status": "great"},
     "not-an-object": lambda r: [r],
     "another-run-id": lambda r: {**r, "run_id": "0123456789ab"},
