@@ -301,13 +301,15 @@ def test_more_cpus_per_run_than_the_cluster_has(tmp_path, capsys, cluster):
     assert "64 CPU(s)" in err and "largest node: 2 CPUs" in err
 
 
-def test_own_instance_stops_with_its_monitor_killed_first_and_leaves_nothing(tmp_path):
-    """The command's own instance: its autoscaler monitor is gone before Ray's shutdown reaches
-    it (Ray would SIGTERM it, then wait a second for it to give up on the stopped GCS); nothing
-    of the instance is left afterwards."""
+def test_own_instance_polls_fast_and_stops_with_its_monitor_killed_first(tmp_path):
+    """The command's own instance: it runs with the fast socket poll (the raylet's first
+    connection to its object store may come too early; Ray's default retries after a second);
+    its autoscaler monitor is gone before Ray's shutdown reaches it (Ray would SIGTERM it, then
+    wait a second for it to give up on the stopped GCS); nothing of the instance is left."""
     from ray._private import node as ray_node
+    from ray._private.state import state
 
-    from bench.ray_executor import RayExecutor
+    from bench.ray_executor import CONNECT_POLL, RayExecutor
     from bench.train import RunConfig
 
     seen: dict[str, object] = {}
@@ -324,7 +326,9 @@ def test_own_instance_stops_with_its_monitor_killed_first_and_leaves_nothing(tmp
         with RayExecutor(jobs=1, num_cpus=1) as ex:
             [(_, record)] = list(ex.map([config]))
             folder, reaper = ex.reaper.folder, ex.reaper.proc
+            system_config = state.get_system_config()
         assert record["status"] == "ok"
+    assert CONNECT_POLL.items() <= system_config.items()
     assert seen["monitor"] is not None  # already exited when Ray came to stop it
     assert seen["raylet"] is None  # the others are Ray's to stop, as before
     assert reaper.poll() is not None and not os.path.exists(folder)
