@@ -40,7 +40,6 @@ from bench.train import (
     FORMAT_VERSION,
     LogSteps,
     RunConfig,
-    _append,
     _jsonable,
     _summarise,
     device_name,
@@ -229,6 +228,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
     log = LogSteps(steps, first.eval_every)
     bound = task.diverge_above
     frozen = _Frozen(stacked.params)
+    rows = _Rows(n)
 
     active = list(range(n))  # members still logged
     for r in records:
@@ -236,7 +236,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
     acc = torch.zeros(n, dtype=torch.float64, device=device)  # loss sums since the last row
     n_acc = 0
     t0 = time.perf_counter()
-    row0: dict[int, dict[str, Any]] | None = None
+    row0: dict[str, list] | None = None
     for j in range(steps + 1):
         if j > 0:
             lrs = schedules.lrs()
@@ -255,7 +255,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
             schedules.step()
             if not log.is_row(j):
                 continue
-        if j == 0:  # row 0 is measured before any update; its train loss is the first minibatch's
+        if j == 0:  # row 0 is measured before any update; its loss is the first minibatch's
             row0 = stacked.measure(active, log.is_eval(j))
             continue
         mean_losses = (acc / n_acc).tolist()
@@ -263,29 +263,76 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
         n_acc = 0
         elapsed = (time.perf_counter() - t0) / n
         if row0 is not None:
-            first_values = first_losses.tolist()
-            for i in active:
-                _append(curves[i], 0, first_lrs[i], first_values[i], row0[i], 0.0)
+            rows.add(0, first_lrs, first_losses.tolist(), row0, 0.0)
             row0 = None
-        m = stacked.measure(active, log.is_eval(j))
-        diverged = []
-        for i in active:
+        rows.add(j, lr_used, mean_losses, stacked.measure(active, log.is_eval(j)), elapsed)
+        diverged = [
+            i for i in active if not math.isfinite(mean_losses[i]) or mean_losses[i] > bound
+        ]
+        for i in diverged:
             loss = mean_losses[i]
-            _append(curves[i], j, lr_used[i], loss, m[i], elapsed)
-            summaries[i]["steps_done"] = j
-            summaries[i]["train_s"] = elapsed
-            if not math.isfinite(loss) or loss > bound:
-                records[i]["status"] = "diverged"
-                records[i]["diverged_at_step"] = j
-                records[i]["divergence"] = f"train loss {loss:.4g} at step {j} (bound {bound:g})"
-                diverged.append(i)
+            records[i]["status"] = "diverged"
+            records[i]["diverged_at_step"] = j
+            records[i]["divergence"] = f"train loss {loss:.4g} at step {j} (bound {bound:g})"
         if progress is not None:
             progress(j, steps)
         if diverged:
+            rows.end(diverged)
             frozen.add(diverged)
             active = [i for i in active if i not in diverged]
             if not active:
                 break
+    rows.end(active)
+    rows.fill(curves, summaries)
+
+
+class _Rows:
+    """The batch's logged rows as columns, each row an N-list over the members (train.py's row
+    semantics per member); member i's curves are the rows logged before it ended (diverged, or
+    the batch finished). Appending a row is O(1) Python calls, whatever N."""
+
+    KEYS = ("lr", "train_loss", "test_loss", "test_acc", "x", "y")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.step: list[int] = []
+        self.elapsed: list[float] = []
+        self.columns: dict[str, list[list]] = {k: [] for k in self.KEYS}
+        self.ends: dict[int, int] = {}  # member -> how many rows it has
+        self.none = [None] * n
+
+    def add(
+        self, step: int, lrs: list[float], losses: list[float], measured: dict[str, list],
+        elapsed: float,
+    ) -> None:  # fmt: skip
+        self.step.append(step)
+        self.elapsed.append(elapsed)
+        self.columns["lr"].append(lrs)
+        self.columns["train_loss"].append(losses)
+        for key in self.KEYS[2:]:
+            self.columns[key].append(measured.get(key, self.none))
+
+    def end(self, members: list[int]) -> None:
+        for i in members:
+            self.ends.setdefault(i, len(self.step))
+
+    def fill(self, curves: list[dict[str, list]], summaries: list[dict[str, Any]]) -> None:
+        """Each member's rows into its curves (as ``bench.train._append`` writes them) and its
+        steps_done / train_s (those of its last row) into its summary."""
+        by_member = {
+            k: list(zip(*rows, strict=True)) if rows else [()] * self.n
+            for k, rows in self.columns.items()
+        }
+        elapsed = [round(e, 6) for e in self.elapsed]
+        for i, k in self.ends.items():
+            c = curves[i]
+            c["step"] = self.step[:k]
+            for key in self.KEYS:  # (the lrs are floats: MemberSchedules.lrs)
+                c[key] = list(by_member[key][i][:k])
+            c["elapsed_s"] = elapsed[:k]
+            if k:
+                summaries[i]["steps_done"] = self.step[k - 1] if k > 1 else 0
+                summaries[i]["train_s"] = self.elapsed[k - 1]
 
 
 def _group_lr(lrs: list[float], per_member: bool, device: torch.device) -> float | Tensor:
@@ -413,9 +460,10 @@ class StackedSurface:
     def train_losses(self) -> Tensor:
         return self.fn(self.xy[:, 0], self.xy[:, 1])
 
-    def measure(self, members: list[int], evaluate: bool) -> dict[int, dict[str, Any]]:
-        xy = self.xy.detach().tolist()
-        return {i: {"x": xy[i][0], "y": xy[i][1]} for i in members}
+    def measure(self, members: list[int], evaluate: bool) -> dict[str, list]:
+        """Every member's position: {"x": N values, "y": N values}."""
+        xy = self.xy.detach()
+        return {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist()}
 
 
 class StackedClassifier:
@@ -441,8 +489,14 @@ class StackedClassifier:
         return per_sample.view(y.shape).mean(1)
 
     @torch.no_grad()
-    def measure(self, members: list[int], evaluate: bool) -> dict[int, dict[str, Any]]:
-        return {i: self.evaluate(i) if evaluate else {} for i in members}
+    def measure(self, members: list[int], evaluate: bool) -> dict[str, list]:
+        """The test metrics of ``members`` as N-lists (None for the others); {} when not
+        ``evaluate``."""
+        if not evaluate:
+            return {}
+        got = {i: self.evaluate(i) for i in members}
+        return {k: [got[i][k] if i in got else None for i in range(len(self.params[0]))]
+                for k in ("test_loss", "test_acc")}  # fmt: skip
 
     def evaluate(self, i: int, chunk: int = EVAL_CHUNK) -> dict[str, float]:
         """Member i's test metrics, computed as ``ClassificationProblem.evaluate`` computes them
