@@ -259,6 +259,8 @@ class Store:
         self.writable = False
         self.dirty = False  # records added since the tables were last written
         self._tables_written = False  # by this Store: until then they may lag the records
+        self._newest_record_ns = 0  # the latest mtime of a loaded record file
+        self._curves_ids: set[str] | None = None  # curves.csv's run ids, as opened
 
     # -- opening (reads only) -----------------------------------------------------------------
 
@@ -349,6 +351,7 @@ class Store:
         """Load every usable record; note the others (set aside when writing starts)."""
         for path in sorted(self.runs_dir.glob("*.json")):
             try:
+                written_ns = path.stat().st_mtime_ns
                 record = json.loads(path.read_text())
                 problem = record_problem(record, path.stem)
                 if problem is None:  # everything the tables need from it must work
@@ -369,6 +372,7 @@ class Store:
                     )
                 continue
             self.records[path.stem] = record
+            self._newest_record_ns = max(self._newest_record_ns, written_ns)
 
     def _known_ids(self) -> set[str]:
         """Run ids whose rows may leave the tables: the records, and the unusable ones (which
@@ -383,7 +387,10 @@ class Store:
     def _check_tables(self) -> None:
         known = self._known_ids()
         for path in self._tables():
-            lost = sorted(table_run_ids(path) - known)
+            ids = table_run_ids(path)
+            if path.name == "curves.csv":
+                self._curves_ids = ids
+            lost = sorted(ids - known)
             if lost:
                 raise StoreError(
                     f"{path} has rows of {len(lost)} run(s) without a record in {self.runs_dir} "
@@ -528,6 +535,23 @@ class Store:
         df = curves_frame(self.records.values())
         return df.sort_values([*SORT_KEYS, "step"], kind="stable").reset_index(drop=True)
 
+    def _curves_current(self) -> bool:
+        """Whether curves.csv, as opened, already is what ``curves_frame`` would write: written
+        after every record (strictly later mtime), with the current columns, and the rows of
+        exactly the records that have curves. It is the large table: a rerun that adds nothing
+        then leaves it alone."""
+        path = self.root / "curves.csv"
+        try:
+            if path.stat().st_mtime_ns <= self._newest_record_ns:
+                return False
+            with open(path) as f:
+                if f.readline().rstrip("\r\n") != ",".join(CURVE_COLUMNS):
+                    return False
+        except (OSError, UnicodeDecodeError):
+            return False
+        logged = {k for k, r in self.records.items() if (r.get("curves") or {}).get("step")}
+        return self._curves_ids == logged
+
     def write_tables(self, force: bool = False) -> None:
         """Rewrite summary.csv and curves.csv atomically; nothing before writing started.
 
@@ -535,7 +559,8 @@ class Store:
         ``TABLES_EVERY_S`` seconds, or ten times the last one's duration when that is longer (it
         stays under ~10% of the sweep, with no quadratic cost in the number of records).
         ``force`` (the final rewrite when the command ends) skips only that wait; a rewrite is
-        skipped when this Store has written the tables and added no record since.
+        skipped when this Store has written the tables and added no record since, and curves.csv
+        is kept when no record was added and it is current (``_curves_current``).
         """
         now = time.perf_counter()
         if not self.writable or (not force and now < self._next_write_at):
@@ -545,9 +570,10 @@ class Store:
         self._write(
             self.root / "summary.csv", self.summary_frame().to_csv(index=False).encode(), False
         )
-        self._write(
-            self.root / "curves.csv", self.curves_frame().to_csv(index=False).encode(), False
-        )
+        if self.dirty or not self._curves_current():
+            self._write(
+                self.root / "curves.csv", self.curves_frame().to_csv(index=False).encode(), False
+            )
         if self.index is not None:
             path, table = self.index
             self._write(path, table(self.records.values()).to_csv(index=False).encode(), False)

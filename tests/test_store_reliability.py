@@ -89,6 +89,45 @@ def test_a_command_that_exits_2_changes_no_byte_of_the_store(tmp_path, finished,
     assert len(pd.read_csv(out / "summary.csv")) == 4
 
 
+def _older_than_records(out: Path) -> None:
+    newest = max(f.stat().st_mtime_ns for f in (out / "runs").glob("*.json"))
+    os.utime(out / "curves.csv", ns=(newest - 10**9, newest - 10**9))
+
+
+def _old_columns(out: Path) -> None:
+    text = (out / "curves.csv").read_text()
+    (out / "curves.csv").write_text(text.replace("elapsed_s", "seconds", 1))
+
+
+def _rows_of_one_run_missing(out: Path) -> None:
+    df = pd.read_csv(out / "curves.csv")
+    df[df["run_id"] != df["run_id"].iloc[0]].to_csv(out / "curves.csv", index=False)
+
+
+@pytest.mark.parametrize(
+    "make_stale", [None, _older_than_records, _old_columns, _rows_of_one_run_missing],
+    ids=["current", "older-than-a-record", "old-columns", "rows-of-a-run-missing"],
+)  # fmt: skip
+def test_a_rerun_that_adds_nothing_rewrites_curves_csv_only_when_stale(
+    tmp_path, finished, data_dir, make_stale
+):
+    """curves.csv, the large table, is left alone by a command that adds no record when it is
+    newer than every record and holds the rows of exactly the records with curves, in the
+    current columns; otherwise it is rebuilt. summary.csv is always rebuilt (it is small)."""
+    out = copy_store(finished, tmp_path / "s")
+    if make_stale is not None:
+        make_stale(out)
+    before = (out / "curves.csv").stat()
+    assert main([*SWEEP, "--out", str(out), "--data-dir", data_dir]) == 0
+    after = (out / "curves.csv").stat()
+    rewritten = (after.st_ino, after.st_mtime_ns) != (before.st_ino, before.st_mtime_ns)
+    assert rewritten == (make_stale is not None)
+    with S.Store(out) as store:  # (its exit finds nothing to rewrite either)
+        expected = store.curves_frame().to_csv(index=False)
+    assert (out / "curves.csv").read_text() == expected
+    assert (out / "curves.csv").stat().st_ino == after.st_ino
+
+
 def test_open_reads_only_and_writing_starts_with_check_writable(tmp_path):
     root = tmp_path / "new" / "store"
     store = S.Store(root).open()
