@@ -272,6 +272,76 @@ def bench_commands(args, device) -> list[list[str]]:
     return rows
 
 
+#: Run in a fresh interpreter as ``python -c PHASES ARGS``: bench.run's main on ARGS, with the
+#: time inside train_batch, Store.add (JSON records) and Store.write_tables (the CSV tables)
+#: summed up, printed as JSON with the imports' time and the total since the first import.
+PHASES = """
+import json, sys, time
+t0 = time.perf_counter()
+import bench.run
+from bench import batched, store
+t1 = time.perf_counter()
+spent = {"training": 0.0, "records": 0.0, "tables": 0.0}
+def timed(owner, name, key):
+    f = getattr(owner, name)
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            spent[key] += time.perf_counter() - t
+    setattr(owner, name, wrapper)
+timed(batched, "train_batch", "training")
+timed(store.Store, "add", "records")
+timed(store.Store, "write_tables", "tables")
+assert bench.run.main(sys.argv[1:]) == 0
+print(json.dumps({"imports": t1 - t0, **spent, "total": time.perf_counter() - t0}))
+"""
+
+
+def bench_phases(args, device) -> list[list[str]]:
+    """Where the vectorised surface command's time goes (--jobs 1: everything in one process),
+    medians of --repeats runs into fresh stores."""
+    import json
+    import tempfile
+
+    flags = ["--task", "rosenbrock", "--optim", "sgd", "--seed",
+             ",".join(map(str, range(args.surface_runs))), "--steps", "500", "--device",
+             str(device), "--quiet", "--vectorize", "auto", "--jobs", "1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    samples = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory() as out:
+            t = time.perf_counter()
+            cmd = [sys.executable, "-c", PHASES, *flags, "--out", out]
+            done = subprocess.run(
+                cmd, check=True, env=env, cwd=ROOT, capture_output=True, text=True
+            )
+            wall = time.perf_counter() - t
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        got["start"] = wall - got["total"]
+        got["rest"] = (
+            got["total"] - got["imports"] - got["training"] - got["records"] - got["tables"]
+        )
+        got["wall"] = wall
+        samples.append(got)
+    names = [
+        ("start", "Python start-up and exit"),
+        ("imports", "imports (torch, pandas, bench)"),
+        ("training", f"training: {args.surface_runs} runs x 500 steps (train_batch)"),
+        ("records", f"records: {args.surface_runs} JSON files written (Store.add)"),
+        ("tables", "tables: summary.csv and curves.csv (Store.write_tables)"),
+        ("rest", "the rest: planning, run ids, opening the store"),
+        ("wall", "whole command"),
+    ]
+    wall = statistics.median(g["wall"] for g in samples)
+    rows = []
+    for key, label in names:
+        t = statistics.median(g[key] for g in samples)
+        rows.append([label, f"{t:.2f}", f"{100 * t / wall:.0f}%"])
+    return rows
+
+
 def _command_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
@@ -291,8 +361,8 @@ def main() -> None:
     p.add_argument(
         "--commands",
         action="store_true",
-        help="instead: time whole bench.run commands, --vectorize auto vs off, and write "
-        "docs/generated/vectorized_speed.md",
+        help="instead: time whole bench.run commands, --vectorize auto vs off, and the parts "
+        "of the vectorised surface command; write docs/generated/vectorized_speed.md",
     )
     p.add_argument("--data-dir", default=str(D.default_data_dir()), help="where mnist1d lives")
     p.add_argument("--write-docs", action="store_true", help=f"write the table into {DOCS.name}")
@@ -315,11 +385,15 @@ def main() -> None:
     if args.commands:
         rows = bench_commands(args, device)
         header = ["command", "--vectorize off (s)", "auto (s)", "speed-up"]
+        phases = bench_phases(args, device)
         text = (
             f"{_command_table(header, rows)}\n\n"
             f"Whole `python -m bench.run` commands into a fresh store, medians of "
-            f"{args.repeats} alternating repeats; {stamp(device, args.threads)}; "
-            f"{loads(load_before)}.\n"
+            f"{args.repeats} alternating repeats.\n\n"
+            f"Where the time of the vectorised {args.surface_runs}-run surface command goes, "
+            f"run with `--jobs 1` (all of it in one process; medians of {args.repeats}):\n\n"
+            f"{_command_table(['part', 's', 'share'], phases)}\n\n"
+            f"{stamp(device, args.threads)}; {loads(load_before)}.\n"
         )
         print(text)
         COMMANDS_MD.parent.mkdir(parents=True, exist_ok=True)
