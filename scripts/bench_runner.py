@@ -216,8 +216,6 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
     configs = tiny(args.tiny_runs)
     here = per_run(E.SerialExecutor(), configs, args.repeats)
     rows: dict[str, dict[str, float]] = {}
-    ray_start: list[float] = []  # RayExecutor.start(): a local instance of 2 CPUs
-    ray_stop: list[float] = []  # its close(): ray.shutdown and the reaper
     for chunked in (False, True):
         chunk_s = E.CHUNK_S if chunked else 0.0  # 0: one run per chunk
         with mock.patch.object(E, "CHUNK_S", chunk_s):
@@ -225,11 +223,8 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
                 rows.setdefault("local worker process", {})[chunked] = per_run(
                     ex, configs, args.repeats
                 )
-            ex = RE.RayExecutor(jobs=1, num_cpus=2)
-            t0 = time.perf_counter()
-            ex.start()
-            ray_start.append(time.perf_counter() - t0)
-            with ex:
+            with RE.RayExecutor(jobs=1, num_cpus=2) as ex:
+                ex.start()
                 rows.setdefault("Ray task (the executor)", {})[chunked] = per_run(
                     ex, configs, args.repeats
                 )
@@ -237,8 +232,16 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
                 rows.setdefault("Ray actor (alternative)", {})[chunked] = per_run(
                     actors, configs, args.repeats
                 )
-                t0 = time.perf_counter()
-            ray_stop.append(time.perf_counter() - t0)
+    ray_start: list[float] = []  # RayExecutor.start(): a local instance of 2 CPUs
+    ray_stop: list[float] = []  # its close(): ray.shutdown and the reaper
+    for _ in range(args.ray_starts):
+        ex = RE.RayExecutor(jobs=1, num_cpus=2)
+        t0 = time.perf_counter()
+        ex.start()
+        t1 = time.perf_counter()
+        ex.close()
+        ray_start.append(t1 - t0)
+        ray_stop.append(time.perf_counter() - t1)
     lines = [
         f"Per-run scheduling overhead: {len(configs)} one-step runs through one warm worker, "
         f"median of {args.repeats}; in this process a run takes {1e3 * here:.2f} ms",
@@ -255,7 +258,7 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
         "",
         f"A local Ray instance (2 CPUs) costs each command {statistics.median(ray_start):.2f} s "
         f"to start and {statistics.median(ray_stop):.2f} s to stop (medians of "
-        f"{len(ray_start)}).",
+        f"{len(ray_start)}; slowest start {max(ray_start):.2f} s).",
     ]
     return lines
 
@@ -313,11 +316,14 @@ def main() -> None:
     p.add_argument("--sweep-steps", type=int, default=1000)
     p.add_argument("--sweep-repeats", type=int, default=3)
     p.add_argument("--tiny-runs", type=int, default=200)
+    p.add_argument("--ray-starts", type=int, default=7, help="local Ray instances started")
     p.add_argument("--no-overhead", action="store_true", help="skip the loop-overhead part")
     p.add_argument("--no-sweep", action="store_true", help="skip the executor parts")
     p.add_argument("--markdown", help="also write the executor tables, stamped, to this file")
     p.add_argument("--data-dir", default=str(D.default_data_dir()))
     args = p.parse_args()
+    if args.ray_starts < 1:
+        p.error(f"--ray-starts must be >= 1, got {args.ray_starts}")
     T.TASKS[args.task].prepare(args.data_dir)
     load_before = P.load_average()
     print(
