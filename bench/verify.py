@@ -609,4 +609,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench.procs import exit_now
+
+    exit_now(main())

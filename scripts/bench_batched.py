@@ -274,7 +274,8 @@ def bench_commands(args, device) -> list[list[str]]:
 
 #: Run in a fresh interpreter as ``python -c PHASES ARGS``: bench.run's main on ARGS, with the
 #: time inside train_batch, Store.add (JSON records) and Store.write_tables (the CSV tables)
-#: summed up, printed as JSON with the imports' time and the total since the first import.
+#: summed up, printed as JSON with the imports' time and the total since the first import; it
+#: then exits as ``python -m bench.run`` does.
 PHASES = """
 import json, sys, time
 t0 = time.perf_counter()
@@ -296,6 +297,8 @@ timed(store.Store, "add", "records")
 timed(store.Store, "write_tables", "tables")
 assert bench.run.main(sys.argv[1:]) == 0
 print(json.dumps({"imports": t1 - t0, **spent, "total": time.perf_counter() - t0}))
+from bench.procs import exit_now
+exit_now(0)  # as python -m bench.run ends
 """
 
 
