@@ -48,6 +48,8 @@ GCS_PORT, CLIENT_PORT = 6379, 10001  # Ray's defaults: `ray start --head`, Ray C
 #: twenty times the attempts, so it gives up after the same 10 s as Ray's default. The raylet
 #: connects to its object store, a thread it has just started; when the raylet wins that race it
 #: would otherwise sleep a whole second before trying again, and the start waits for it.
+#: ``ray.init`` adds the instance's spilling folder to the dict it is given: pass a copy, or the
+#: next instance of the process spills into (and recreates) this one's deleted folder.
 CONNECT_POLL = {
     "raylet_client_connect_timeout_milliseconds": 50,
     "raylet_client_num_connect_attempts": 200,
@@ -212,7 +214,7 @@ class RayExecutor(Executor):
                 ray.init(
                     address="local", num_cpus=self.num_cpus, include_dashboard=False,
                     _temp_dir=folder, _node_ip_address="127.0.0.1",
-                    _system_config=CONNECT_POLL, **quiet,
+                    _system_config=dict(CONNECT_POLL), **quiet,  # (a copy: Ray adds keys)
                 )  # fmt: skip
             else:
                 try:

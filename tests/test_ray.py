@@ -333,3 +333,22 @@ def test_own_instance_polls_fast_and_stops_with_its_monitor_killed_first(tmp_pat
     assert seen["raylet"] is None  # the others are Ray's to stop, as before
     assert reaper.poll() is not None and not os.path.exists(folder)
     assert not procs.holders(folder, exclude={os.getpid()})  # (Ray keeps log files open here)
+
+
+def test_instances_one_after_another_in_one_process_leave_nothing(tmp_path):
+    """Two sweeps on Ray from one Python process (bench.sweep twice): each instance's folder is
+    gone afterwards; the second does not spill into, or recreate, the first one's."""
+    from bench.ray_executor import CONNECT_POLL, RayExecutor
+    from bench.train import RunConfig
+
+    poll = dict(CONNECT_POLL)
+    config = RunConfig(task="saddle", optim="sgd", sched="constant", seed=0, steps=2,
+                       batch_size=None, lr=0.01)  # fmt: skip
+    folders = []
+    for _ in range(2):
+        with RayExecutor(jobs=1, num_cpus=1) as ex:
+            [(_, record)] = list(ex.map([config]))
+            folders.append(ex.reaper.folder)
+        assert record["status"] == "ok"
+    assert [f for f in folders if os.path.exists(f)] == []
+    assert poll == CONNECT_POLL
