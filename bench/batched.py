@@ -330,8 +330,8 @@ class _Rows:
             for key in self.KEYS:  # (the lrs are floats: MemberSchedules.lrs)
                 c[key] = list(by_member[key][i][:k])
             c["elapsed_s"] = elapsed[:k]
-            if k:
-                summaries[i]["steps_done"] = self.step[k - 1] if k > 1 else 0
+            if k:  # (row 0 is step 0 at 0 s)
+                summaries[i]["steps_done"] = self.step[k - 1]
                 summaries[i]["train_s"] = self.elapsed[k - 1]
 
 

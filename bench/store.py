@@ -260,7 +260,7 @@ class Store:
         self.dirty = False  # records added since the tables were last written
         self._tables_written = False  # by this Store: until then they may lag the records
         self._newest_record_ns = 0  # the latest mtime of a loaded record file
-        self._curves_ids: set[str] | None = None  # curves.csv's run ids, as opened
+        self._table_ids: dict[Path, set[str]] = {}  # each table's run ids, as opened
 
     # -- opening (reads only) -----------------------------------------------------------------
 
@@ -387,9 +387,7 @@ class Store:
     def _check_tables(self) -> None:
         known = self._known_ids()
         for path in self._tables():
-            ids = table_run_ids(path)
-            if path.name == "curves.csv":
-                self._curves_ids = ids
+            self._table_ids[path] = ids = table_run_ids(path)
             lost = sorted(ids - known)
             if lost:
                 raise StoreError(
@@ -550,7 +548,7 @@ class Store:
         except (OSError, UnicodeDecodeError):
             return False
         logged = {k for k, r in self.records.items() if (r.get("curves") or {}).get("step")}
-        return self._curves_ids == logged
+        return self._table_ids.get(path) == logged
 
     def write_tables(self, force: bool = False) -> None:
         """Rewrite summary.csv and curves.csv atomically; nothing before writing started.

@@ -229,6 +229,12 @@ def write_docs(text: str) -> None:
 COMMANDS_MD = ROOT / "docs" / "generated" / "vectorized_speed.md"
 
 
+def surface_flags(args) -> list[str]:
+    """The surface command of both tables: --surface-runs Rosenbrock seeds, SGD, 500 steps."""
+    seeds = ",".join(map(str, range(args.surface_runs)))
+    return ["--task", "rosenbrock", "--optim", "sgd", "--seed", seeds, "--steps", "500"]
+
+
 def bench_commands(args, device) -> list[list[str]]:
     """Whole ``python -m bench.run`` commands, --vectorize auto against off, each at its best
     --jobs (1 or 2: medians of alternating repeats, the faster kept), each into a fresh store
@@ -243,11 +249,8 @@ def bench_commands(args, device) -> list[list[str]]:
           "--sched", "constant,exponential,cosine,piecewise", "--steps", str(args.mlp_steps)])
         for optim in ("adam", "sgd")
     ]  # fmt: skip
-    cases.append((
-        f"rosenbrock sgd, {args.surface_runs} runs (seeds), 500 steps",
-        ["--task", "rosenbrock", "--optim", "sgd", "--seed",
-         ",".join(map(str, range(args.surface_runs))), "--steps", "500"],
-    ))  # fmt: skip
+    cases.append((f"rosenbrock sgd, {args.surface_runs} runs (seeds), 500 steps",
+                  surface_flags(args)))  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rows = []
     for name, flags in cases:
@@ -308,9 +311,8 @@ def bench_phases(args, device) -> list[list[str]]:
     import json
     import tempfile
 
-    flags = ["--task", "rosenbrock", "--optim", "sgd", "--seed",
-             ",".join(map(str, range(args.surface_runs))), "--steps", "500", "--device",
-             str(device), "--quiet", "--vectorize", "auto", "--jobs", "1"]  # fmt: skip
+    flags = [*surface_flags(args), "--device", str(device), "--quiet", "--vectorize", "auto",
+             "--jobs", "1"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     samples = []
     for _ in range(args.repeats):

@@ -224,7 +224,6 @@ def scheduling_overhead(args: argparse.Namespace) -> list[str]:
                     ex, configs, args.repeats
                 )
             with RE.RayExecutor(jobs=1, num_cpus=2) as ex:
-                ex.start()
                 rows.setdefault("Ray task (the executor)", {})[chunked] = per_run(
                     ex, configs, args.repeats
                 )
