@@ -26,9 +26,13 @@ disk) raises StoreWriteError naming the file; what was written before it stays w
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
+import io
+import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -235,6 +239,53 @@ def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(columns, columns=CURVE_COLUMNS)
     df["step"] = df["step"].astype("int64")
     return df
+
+
+def _sort_key(record: dict[str, Any]) -> tuple:
+    c = record["config"]
+    return (c["task"], c["optim"], c["sched"], c["lr"], c["seed"], record["run_id"])
+
+
+def _csv_fields(values: list[Any]) -> str:
+    """A few fields joined as one CSV row (strings quoted where CSV needs it)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow(values)
+    return buffer.getvalue()
+
+
+def _number_fields(values: list[Any] | None, n: int) -> list[str]:
+    """A curve column's n fields: numbers as ``repr`` writes them (json's C encoder, one call
+    for the column), None and NaN as empty fields, infinities as ``inf`` (pandas' spelling)."""
+    if values is None:
+        return [""] * n
+    try:
+        text = json.dumps(values, allow_nan=False)
+    except ValueError:  # a non-finite number (a record written by hand)
+        return ["" if v is None or v != v else str(float(v)) if math.isinf(v) else repr(v)
+                for v in values]  # fmt: skip
+    return text.replace("null", "")[1:-1].split(", ")
+
+
+def curves_csv(records: Iterable[dict[str, Any]]) -> str:
+    """curves.csv's text: ``curves_frame(records)`` sorted by ``SORT_KEYS`` and step, as
+    ``to_csv(index=False)`` writes it when the number columns hold floats (an int is written as
+    the record holds it). A run's number columns are formatted in one ``json.dumps`` each and
+    joined row by row: about a third of pandas' time, which formats field by field."""
+    lines = [",".join(CURVE_COLUMNS)]
+    for record in sorted(records, key=_sort_key):
+        c, curves = record["config"], record.get("curves") or {}
+        steps = curves.get("step") or []
+        n = len(steps)
+        if not n:
+            continue
+        head = _csv_fields([record["run_id"], c["task"], c["optim"], c["sched"], c["seed"]])
+        tail = _csv_fields([c["lr"]])
+        columns = [_number_fields(curves.get(k), n) for k in CURVE_COLUMNS[5:13]]
+        rows = list(zip(*columns, strict=True))
+        if any(a > b for a, b in itertools.pairwise(steps)):  # (by hand: a stable sort by step)
+            rows = [rows[i] for i in sorted(range(n), key=steps.__getitem__)]
+        lines.extend(f"{head},{','.join(row)},{tail}" for row in rows)
+    return "\n".join(lines) + "\n"
 
 
 class Store:
@@ -569,9 +620,8 @@ class Store:
             self.root / "summary.csv", self.summary_frame().to_csv(index=False).encode(), False
         )
         if self.dirty or not self._curves_current():
-            self._write(
-                self.root / "curves.csv", self.curves_frame().to_csv(index=False).encode(), False
-            )
+            text = curves_csv(self.records.values())
+            self._write(self.root / "curves.csv", text.encode(), False)
         if self.index is not None:
             path, table = self.index
             self._write(path, table(self.records.values()).to_csv(index=False).encode(), False)

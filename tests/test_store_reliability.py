@@ -128,6 +128,33 @@ def test_a_rerun_that_adds_nothing_rewrites_curves_csv_only_when_stale(
     assert (out / "curves.csv").stat().st_ino == after.st_ino
 
 
+def _record(run_id: str, task: str, seed: int, lr: float, curves: dict) -> dict:
+    config = {"task": task, "optim": "sgd", "sched": "constant", "seed": seed, "lr": lr}
+    return {"run_id": run_id, "config": config, "curves": curves}
+
+
+EDGE_RECORDS = [
+    _record("b", 'my,task "q"', 1, 0.1, {  # a field CSV must quote; steps out of order
+        "step": [0, 2, 1], "lr": [0.1, 0.1, 0.2], "train_loss": [1.5, float("nan"), float("inf")],
+        "x": [None, -float("inf"), 1e-300],
+    }),
+    _record("a", "rosenbrock", 0, 0.05, {
+        "step": [0, 1], "lr": [0.05, 1e20], "train_loss": [2.0, 3.25], "test_acc": [None, 0.5],
+    }),
+    _record("c", "rosenbrock", 0, 0.05, {}),  # no curves: no rows
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["sweep", "edge-cases"])
+def test_curves_csv_is_what_pandas_writes_for_the_sorted_frame(finished, kind):
+    """The store writes curves.csv itself (json formats each column) rather than through
+    DataFrame.to_csv: the text must be the same, quoting, sorting, NaN and inf included."""
+    records = list(S.Store(finished).open().records.values()) if kind == "sweep" else EDGE_RECORDS
+    store = S.Store(finished / "unused")
+    store.records = {r["run_id"]: r for r in records}
+    assert S.curves_csv(records) == store.curves_frame().to_csv(index=False)
+
+
 def test_open_reads_only_and_writing_starts_with_check_writable(tmp_path):
     root = tmp_path / "new" / "store"
     store = S.Store(root).open()
