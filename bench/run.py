@@ -16,9 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from bench import cli
 from bench import data as D
@@ -30,6 +28,9 @@ from bench.driver import execute as execute_runs
 from bench.executors import make_executor
 from bench.plan import DEFAULT_GRID, DEFAULT_OUT, REFERENCE_DIR, Plan, UsageError, first_line
 from bench.tune import Cell, tune
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_GRID",
@@ -61,10 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @dataclass
 class Outcome:
-    """What a plan's execution came to: the exit code and the summary rows of its runs."""
+    """What a plan's execution came to: the exit code and the records of its runs (finished
+    earlier or now); ``summary`` is their summary table."""
 
     code: int
-    summary: pd.DataFrame
+    records: list[dict[str, Any]]
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        return S.summary_frame(self.records)
 
 
 def run(plan: Plan) -> int:
@@ -74,8 +80,8 @@ def run(plan: Plan) -> int:
 
 def execute(plan: Plan) -> Outcome:
     """Run a plan into its store: the exit code (0 every run ok or diverged, 1 a run failed or a
-    cell found no lr, 130 interrupted) and the summary rows of the plan's runs, finished earlier
-    or now. Raises UsageError on bad usage."""
+    cell found no lr, 130 interrupted) and the records of the plan's runs, finished earlier or
+    now. Raises UsageError on bad usage."""
     configs, mode, targets = plan.configs, plan.lr_mode, plan.targets
     store = S.Store(plan.out)
     try:
@@ -132,14 +138,13 @@ def execute(plan: Plan) -> Outcome:
         except KeyboardInterrupt:
             interrupted = True
         ids = {c.run_id for c in configs}
-        summary = store.summary_frame()
-        summary = summary[summary["run_id"].isin(ids)].reset_index(drop=True)
+        records = [r for r in store.records.values() if r["run_id"] in ids]
     finally:
         store.write_tables(force=True)
         store.close()
     if interrupted:
         print(f"{PROG}: interrupted; finished runs are kept in {plan.out}", file=sys.stderr)
-        return Outcome(130, summary)
+        return Outcome(130, records)
     for cell in missing:
         table = "lr_search.csv" if mode.source == "search" else "tuning.csv"
         print(
@@ -153,7 +158,7 @@ def execute(plan: Plan) -> Outcome:
             f"{counts['diverged']} diverged, {counts['failed']} failed; {skipped} already done; "
             f"store {plan.out}"
         )
-    return Outcome(1 if counts["failed"] or missing or tuning_failed else 0, summary)
+    return Outcome(1 if counts["failed"] or missing or tuning_failed else 0, records)
 
 
 def prepare(task: str, data_dir: str, download: bool) -> None:

@@ -38,11 +38,12 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from bench import tuning
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUMMARY_COLUMNS = [
     "run_id", "task", "optim", "sched", "seed", "lr0", "steps", "status",
@@ -149,6 +150,10 @@ def record_problem(record: Any, run_id: str) -> str | None:
 def table_run_ids(path: Path) -> set[str]:
     """The run ids of a table's rows (none when the file does not exist); StoreError when it
     cannot be read as a table with a run_id column."""
+    if not path.exists():
+        return set()
+    import pandas as pd  # (only a store with tables needs it: a fresh sweep's path has no pandas)
+
     try:
         ids = pd.read_csv(path, usecols=["run_id"], dtype=str)["run_id"]
     except FileNotFoundError:
@@ -225,6 +230,8 @@ def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """The long table of the records' curves: one row per logged step per run, in
     ``CURVE_COLUMNS``, unsorted. Built column by column over all records at once (one DataFrame,
     not one per record: the per-frame cost of pandas is most of the time for short curves)."""
+    import pandas as pd
+
     columns: dict[str, list] = {k: [] for k in CURVE_COLUMNS}
     for record in records:
         c, curves = record["config"], record.get("curves") or {}
@@ -239,6 +246,28 @@ def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(columns, columns=CURVE_COLUMNS)
     df["step"] = df["step"].astype("int64")
     return df
+
+
+def summary_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """The summary table of ``records``: one row per run in ``SUMMARY_COLUMNS``, sorted by
+    ``SORT_KEYS``, the whole-number columns that may be empty as pandas' Int64."""
+    import pandas as pd
+
+    df = pd.DataFrame([summary_row(r) for r in records], columns=SUMMARY_COLUMNS)
+    for col in ("diverged_at_step", "steps_done", "batch_size", "steps_to_target"):
+        df[col] = df[col].astype("Int64")
+    return df.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
+
+
+def summary_csv(records: Iterable[dict[str, Any]]) -> str:
+    """summary.csv's text: ``summary_frame(records).to_csv(index=False)``, written by the csv
+    module (a number as its record holds it), so that a sweep's path never imports pandas."""
+    rows = sorted((summary_row(r) for r in records), key=lambda row: [row[k] for k in SORT_KEYS])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SUMMARY_COLUMNS)
+    writer.writerows([row[k] for k in SUMMARY_COLUMNS] for row in rows)
+    return buffer.getvalue()
 
 
 def _sort_key(record: dict[str, Any]) -> tuple:
@@ -574,11 +603,7 @@ class Store:
             raise self._write_error from None
 
     def summary_frame(self) -> pd.DataFrame:
-        rows = [summary_row(r) for r in self.records.values()]
-        df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-        for col in ("diverged_at_step", "steps_done", "batch_size", "steps_to_target"):
-            df[col] = df[col].astype("Int64")
-        return df.sort_values(SORT_KEYS, kind="stable").reset_index(drop=True)
+        return summary_frame(self.records.values())
 
     def curves_frame(self) -> pd.DataFrame:
         df = curves_frame(self.records.values())
@@ -616,9 +641,7 @@ class Store:
             return
         if not self.dirty and self._tables_written:  # (nothing new since the last rewrite)
             return
-        self._write(
-            self.root / "summary.csv", self.summary_frame().to_csv(index=False).encode(), False
-        )
+        self._write(self.root / "summary.csv", summary_csv(self.records.values()).encode(), False)
         if self.dirty or not self._curves_current():
             text = curves_csv(self.records.values())
             self._write(self.root / "curves.csv", text.encode(), False)

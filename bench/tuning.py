@@ -20,12 +20,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from bench import tasks as T
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_HALVINGS = 20  # at most 21 probes per cell: lr_max down to lr_max / 2^20 (~1e-6 x lr_max)
 PASSED, DIVERGED, ABOVE_START, FAILED = "passed", "diverged", "above_start", "failed"
@@ -159,6 +161,8 @@ def cell_fields(config: dict[str, Any]) -> dict[str, Any]:
 
 def probe_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """lr_search.csv: one row per probe, each cell's probes from the largest lr down."""
+    import pandas as pd  # (imported by the tuning modes only)
+
     rows = []
     for r in records:
         losses = (r.get("curves") or {}).get("train_loss") or [None]
@@ -183,6 +187,8 @@ def probe_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 def tuning_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """tuning.csv: one row per grid point (every lr of every cell, the tuning seed)."""
+    import pandas as pd
+
     rows = []
     for r in records:
         c, s = r["config"], r.get("summary") or {}

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -128,6 +129,12 @@ def test_a_rerun_that_adds_nothing_rewrites_curves_csv_only_when_stale(
     assert (out / "curves.csv").stat().st_ino == after.st_ino
 
 
+def _records(root: Path) -> list[dict]:
+    store = S.Store(root).open()
+    store.close()  # (the lock: a later open in this process must not find it taken)
+    return list(store.records.values())
+
+
 def _record(run_id: str, task: str, seed: int, lr: float, curves: dict) -> dict:
     config = {"task": task, "optim": "sgd", "sched": "constant", "seed": seed, "lr": lr}
     return {"run_id": run_id, "config": config, "curves": curves}
@@ -149,10 +156,36 @@ EDGE_RECORDS = [
 def test_curves_csv_is_what_pandas_writes_for_the_sorted_frame(finished, kind):
     """The store writes curves.csv itself (json formats each column) rather than through
     DataFrame.to_csv: the text must be the same, quoting, sorting, NaN and inf included."""
-    records = list(S.Store(finished).open().records.values()) if kind == "sweep" else EDGE_RECORDS
+    records = _records(finished) if kind == "sweep" else EDGE_RECORDS
     store = S.Store(finished / "unused")
     store.records = {r["run_id"]: r for r in records}
     assert S.curves_csv(records) == store.curves_frame().to_csv(index=False)
+
+
+def test_summary_csv_is_what_pandas_writes_for_the_summary_frame(finished):
+    """summary.csv is written by the csv module (no pandas on a sweep's path): the same text as
+    the summary frame's to_csv, empty whole-number columns and quoted errors included."""
+    records = _records(finished)
+    failed = json.loads(json.dumps(records[0]))
+    failed.update(run_id="f" * 12, status="failed", error='boom, "twice"\nsecond line')
+    failed["config"]["seed"] = 7
+    failed["summary"] = {}
+    records.append(failed)
+    assert S.summary_csv(records) == S.summary_frame(records).to_csv(index=False)
+
+
+def test_a_fresh_sweep_never_imports_pandas(tmp_path, data_dir):
+    """pandas costs a command about a third of a second to import; the sweep path (records,
+    summary.csv, curves.csv) does without it."""
+    argv = [*SWEEP, "--out", str(tmp_path / "s"), "--data-dir", data_dir]
+    code = (
+        "import sys, bench.run\n"
+        f"assert bench.run.main({argv!r}) == 0\n"
+        "assert 'pandas' not in sys.modules, 'pandas was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "s" / "curves.csv").exists()
 
 
 def test_open_reads_only_and_writing_starts_with_check_writable(tmp_path):
