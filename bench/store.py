@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -282,24 +282,29 @@ def _csv_fields(values: list[Any]) -> str:
     return buffer.getvalue()
 
 
-def _number_fields(values: list[Any] | None, n: int) -> list[str]:
+def _number_fields(values: list[Any] | None, n: int, text: str | None = None) -> list[str]:
     """A curve column's n fields: numbers as ``repr`` writes them (json's C encoder, one call
-    for the column), None and NaN as empty fields, infinities as ``inf`` (pandas' spelling)."""
+    for the column, or ``text``: the column's JSON already encoded), None and NaN as empty
+    fields, infinities as ``inf`` (pandas' spelling)."""
     if values is None:
         return [""] * n
     try:
-        text = json.dumps(values, allow_nan=False)
+        text = text or json.dumps(values, allow_nan=False)
     except ValueError:  # a non-finite number (a record written by hand)
         return ["" if v is None or v != v else str(float(v)) if math.isinf(v) else repr(v)
                 for v in values]  # fmt: skip
     return text.replace("null", "")[1:-1].split(", ")
 
 
-def curves_csv(records: Iterable[dict[str, Any]]) -> str:
+def curves_csv(
+    records: Iterable[dict[str, Any]], encoded: Mapping[str, Mapping[str, str]] | None = None
+) -> str:
     """curves.csv's text: ``curves_frame(records)`` sorted by ``SORT_KEYS`` and step, as
     ``to_csv(index=False)`` writes it when the number columns hold floats (an int is written as
-    the record holds it). A run's number columns are formatted in one ``json.dumps`` each and
+    the record holds it). A run's number columns are formatted in one ``json.dumps`` each (or
+    taken from ``encoded``: run id -> column -> JSON, as ``encode_record`` returns them) and
     joined row by row: about a third of pandas' time, which formats field by field."""
+    encoded = encoded or {}
     lines = [",".join(CURVE_COLUMNS)]
     for record in sorted(records, key=_sort_key):
         c, curves = record["config"], record.get("curves") or {}
@@ -309,12 +314,31 @@ def curves_csv(records: Iterable[dict[str, Any]]) -> str:
             continue
         head = _csv_fields([record["run_id"], c["task"], c["optim"], c["sched"], c["seed"]])
         tail = _csv_fields([c["lr"]])
-        columns = [_number_fields(curves.get(k), n) for k in CURVE_COLUMNS[5:13]]
+        texts = encoded.get(record["run_id"], {})
+        columns = [_number_fields(curves.get(k), n, texts.get(k)) for k in CURVE_COLUMNS[5:13]]
         rows = list(zip(*columns, strict=True))
         if any(a > b for a, b in itertools.pairwise(steps)):  # (by hand: a stable sort by step)
             rows = [rows[i] for i in sorted(range(n), key=steps.__getitem__)]
         lines.extend(f"{head},{','.join(row)},{tail}" for row in rows)
     return "\n".join(lines) + "\n"
+
+
+_CURVES_MARK = json.dumps("\x00curves")
+
+
+def encode_record(record: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """``json.dumps(record, allow_nan=False)``, and the JSON of each curve column in it: the
+    columns are encoded one by one and put in place, so that curves.csv reuses them instead of
+    formatting every number a second time."""
+    curves = record.get("curves")
+    if not curves:
+        return json.dumps(record, allow_nan=False), {}
+    columns = {k: json.dumps(v, allow_nan=False) for k, v in curves.items()}
+    text = json.dumps({**record, "curves": "\x00curves"}, allow_nan=False)
+    if text.count(_CURVES_MARK) != 1:  # (the mark inside some other string of the record)
+        return json.dumps(record, allow_nan=False), columns
+    body = ", ".join(f"{json.dumps(k)}: {v}" for k, v in columns.items())
+    return text.replace(_CURVES_MARK, f"{{{body}}}"), columns
 
 
 class Store:
@@ -341,6 +365,8 @@ class Store:
         self._tables_written = False  # by this Store: until then they may lag the records
         self._newest_record_ns = 0  # the latest mtime of a loaded record file
         self._table_ids: dict[Path, set[str]] = {}  # each table's run ids, as opened
+        # the curves' JSON of the records added by this Store (encode_record), for curves.csv
+        self._curve_json: dict[str, dict[str, str]] = {}
 
     # -- opening (reads only) -----------------------------------------------------------------
 
@@ -588,9 +614,10 @@ class Store:
         run_id = record["run_id"]
         # compact: the C encoder (an indented dump goes through the pure-Python one, several
         # times slower on a record's curves)
-        data = json.dumps(record, allow_nan=False).encode()
-        self._write(self.runs_dir / f"{run_id}.json", data, fsync=True)
+        text, columns = encode_record(record)
+        self._write(self.runs_dir / f"{run_id}.json", text.encode(), fsync=True)
         self.records[run_id] = record
+        self._curve_json[run_id] = columns
         self.dirty = True
         if tables:
             self.write_tables()
@@ -643,7 +670,7 @@ class Store:
             return
         self._write(self.root / "summary.csv", summary_csv(self.records.values()).encode(), False)
         if self.dirty or not self._curves_current():
-            text = curves_csv(self.records.values())
+            text = curves_csv(self.records.values(), self._curve_json)
             self._write(self.root / "curves.csv", text.encode(), False)
         if self.index is not None:
             path, table = self.index

@@ -162,6 +162,22 @@ def test_curves_csv_is_what_pandas_writes_for_the_sorted_frame(finished, kind):
     assert S.curves_csv(records) == store.curves_frame().to_csv(index=False)
 
 
+def test_a_record_is_encoded_as_json_dumps_encodes_it_and_its_columns_reused(finished):
+    """Store.add encodes each curve column once (encode_record) and curves.csv reuses the text:
+    the record file must be json.dumps' text, and the table the one formatted afresh."""
+    records = _records(finished)
+    odd = json.loads(json.dumps(records[0]))
+    odd.update(run_id="e" * 12, error='a string holding the mark: "\x00curves"')
+    bare = {**records[1], "run_id": "d" * 12, "curves": {}}
+    encoded = {}
+    for record in [*records, odd, bare]:
+        text, columns = S.encode_record(record)
+        assert text == json.dumps(record, allow_nan=False)
+        assert columns == {k: json.dumps(v) for k, v in (record["curves"] or {}).items()}
+        encoded[record["run_id"]] = columns
+    assert S.curves_csv([*records, odd], encoded) == S.curves_csv([*records, odd])
+
+
 def test_summary_csv_is_what_pandas_writes_for_the_summary_frame(finished):
     """summary.csv is written by the csv module (no pandas on a sweep's path): the same text as
     the summary frame's to_csv, empty whole-number columns and quoted errors included."""
