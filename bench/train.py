@@ -87,8 +87,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        try:  # a curve: numbers (or None) only, all finite when their sum is (NaN, inf propagate)
-            if math.isfinite(sum(v for v in obj if v is not None)):
+        try:  # a curve: numbers (or None) only, all finite when their sum is (NaN, inf propagate;
+            # filter(None, ...) skips the Nones, and zeros, which change no sum, at C speed)
+            if math.isfinite(sum(filter(None, obj))):
                 return list(obj)
         except (TypeError, ValueError, RuntimeError):  # None, strings, containers, arrays
             pass
