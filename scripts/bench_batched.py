@@ -332,7 +332,7 @@ def bench_phases(args, device) -> list[list[str]]:
         samples.append(got)
     names = [
         ("start", "Python start-up and exit"),
-        ("imports", "imports (torch, pandas, bench)"),
+        ("imports", "imports (torch, bench; a sweep does without pandas)"),
         ("training", f"training: {args.surface_runs} runs x 500 steps (train_batch)"),
         ("records", f"records: {args.surface_runs} JSON files written (Store.add)"),
         ("tables", "tables: summary.csv and curves.csv (Store.write_tables)"),
