@@ -234,14 +234,11 @@ def curves_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
     columns: dict[str, list] = {k: [] for k in CURVE_COLUMNS}
     for record in records:
-        c, curves = record["config"], record.get("curves") or {}
+        curves = record.get("curves") or {}
         n = len(curves.get("step", ()))
         for key in CURVE_COLUMNS[5:13]:
             columns[key].extend(curves.get(key) or [None] * n)
-        for key, value in (
-            ("run_id", record["run_id"]), ("task", c["task"]), ("optim", c["optim"]),
-            ("sched", c["sched"]), ("seed", c["seed"]), ("lr0", c["lr"]),
-        ):  # fmt: skip
+        for key, value in _run_fields(record).items():
             columns[key].extend([value] * n)
     df = pd.DataFrame(columns, columns=CURVE_COLUMNS)
     df["step"] = df["step"].astype("int64")
@@ -270,9 +267,16 @@ def summary_csv(records: Iterable[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _sort_key(record: dict[str, Any]) -> tuple:
+def _run_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The columns that name a record's run in both tables (every SORT_KEYS column among them)."""
     c = record["config"]
-    return (c["task"], c["optim"], c["sched"], c["lr"], c["seed"], record["run_id"])
+    return {"run_id": record["run_id"], "task": c["task"], "optim": c["optim"],
+            "sched": c["sched"], "seed": c["seed"], "lr0": c["lr"]}  # fmt: skip
+
+
+def _sort_key(record: dict[str, Any]) -> list:
+    fields = _run_fields(record)
+    return [fields[k] for k in SORT_KEYS]
 
 
 def _csv_fields(values: list[Any]) -> str:
@@ -307,13 +311,14 @@ def curves_csv(
     encoded = encoded or {}
     lines = [",".join(CURVE_COLUMNS)]
     for record in sorted(records, key=_sort_key):
-        c, curves = record["config"], record.get("curves") or {}
+        curves = record.get("curves") or {}
         steps = curves.get("step") or []
         n = len(steps)
         if not n:
             continue
-        head = _csv_fields([record["run_id"], c["task"], c["optim"], c["sched"], c["seed"]])
-        tail = _csv_fields([c["lr"]])
+        fields = _run_fields(record)
+        head = _csv_fields([fields[k] for k in CURVE_COLUMNS[:5]])
+        tail = _csv_fields([fields[k] for k in CURVE_COLUMNS[13:]])
         texts = encoded.get(record["run_id"], {})
         columns = [_number_fields(curves.get(k), n, texts.get(k)) for k in CURVE_COLUMNS[5:13]]
         rows = list(zip(*columns, strict=True))
