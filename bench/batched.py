@@ -485,8 +485,8 @@ class StackedClassifier:
         idx = self.order.next()
         logits = self.forward(self.x_train[idx])
         y = self.y_train[idx]
-        per_sample = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-        return per_sample.view(y.shape).mean(1)
+        # (N, C, B) is cross-entropy's (batch, class, extra) form: no copy of a transposed view
+        return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
 
     @torch.no_grad()
     def measure(self, members: list[int], evaluate: bool) -> dict[str, list]:
@@ -549,12 +549,15 @@ def stacked_forward(
         weight, bias = own_params["weight"], own_params.get("bias")
 
         def linear(x: Tensor) -> Tensor:
-            x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+            # y_i^T = W_i x_i^T + b_i, computed in that (N, out, M) layout and returned as its
+            # (N, M, out) view: W's gradient is then laid out as W (no copy when it is
+            # accumulated), and the next Linear's x^T is this buffer itself
+            xt = x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)
             if bias is None:
-                y = torch.bmm(x3, weight.transpose(1, 2))
+                yt = torch.bmm(weight, xt)
             else:
-                y = torch.baddbmm(bias.unsqueeze(1), x3, weight.transpose(1, 2))
-            return y.view(*x.shape[:-1], y.shape[-1])
+                yt = torch.baddbmm(bias.unsqueeze(2), weight, xt)
+            return yt.transpose(1, 2).reshape(*x.shape[:-1], yt.shape[1])
 
         return linear
     if isinstance(module, ELEMENTWISE) and not own_params and not own_buffers:

@@ -155,7 +155,7 @@ def run_lr(group: dict[str, Any], params: list[Tensor]) -> float | Tensor:
                 f"{tuple(p.shape)}"
             )
     lr = lr.detach().to(torch.float64)
-    if not torch.compiler.is_compiling() and bool((lr < 0).any() | lr.isnan().any()):
+    if not torch.compiler.is_compiling() and not bool((lr >= 0).all()):  # (NaN >= 0 is false)
         raise ValueError(f"Invalid learning rate: {lr.tolist()} (per-run lrs must be >= 0)")
     return lr
 
@@ -220,8 +220,13 @@ def _tensor_scalars(value: Any) -> bool:
 
 def foreach_add_(tensors: list[Tensor], others: list[Tensor], alpha: float | Tensor) -> None:
     """``tensors += alpha * others``; a tensor ``alpha`` (the compiled path's lr) is multiplied
-    in, since torch.compile would round an ``alpha=`` tensor to float32."""
-    if isinstance(alpha, Tensor):
+    in, since torch.compile would round an ``alpha=`` tensor to float32. A per-run ``alpha``
+    takes ``add_``'s one multiply-add per tensor: the loop path's roundings, and no list of
+    products to allocate."""
+    if _per_run(alpha):
+        for tensor, other in zip(tensors, others, strict=True):
+            add_(tensor, other, alpha)
+    elif isinstance(alpha, Tensor):
         torch._foreach_add_(tensors, torch._foreach_mul(others, along_all(alpha, others)))
     else:
         torch._foreach_add_(tensors, others, alpha=alpha)
@@ -230,18 +235,20 @@ def foreach_add_(tensors: list[Tensor], others: list[Tensor], alpha: float | Ten
 def foreach_addcmul_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], value: Any) -> None:
     """``tensors += value * a * b`` where ``value`` may also be a tensor, or a list with a
     tensor per entry (torch's op takes only numbers: the compiled path's scalars are tensors)."""
-    if _tensor_scalars(value):
-        value = along_all(value, tensors)
-        torch._foreach_add_(tensors, torch._foreach_mul(torch._foreach_mul(a, b), value))
+    if _tensor_scalars(value):  # (rounded as addcmul_ with a number: (value * a) * b + param)
+        products = torch._foreach_mul(a, along_all(value, tensors))
+        torch._foreach_mul_(products, b)
+        torch._foreach_add_(tensors, products)
     else:
         torch._foreach_addcmul_(tensors, a, b, value)
 
 
 def foreach_addcdiv_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], value: Any) -> None:
     """``tensors += value * a / b``, with ``value`` as in ``foreach_addcmul_``."""
-    if _tensor_scalars(value):
-        value = along_all(value, tensors)
-        torch._foreach_add_(tensors, torch._foreach_mul(torch._foreach_div(a, b), value))
+    if _tensor_scalars(value):  # (rounded as addcdiv_ with a number: (value * a) / b + param)
+        quotients = torch._foreach_mul(a, along_all(value, tensors))
+        torch._foreach_div_(quotients, b)
+        torch._foreach_add_(tensors, quotients)
     else:
         torch._foreach_addcdiv_(tensors, a, b, value)
 

@@ -333,9 +333,10 @@ def test_changing_lr_differs_from_torch_for_momentum_and_rprop():
 # ---------------------------------------------------------------- fused (torch.compile)
 def check_fused(name, opt_index, dtype, group_b, skip, steps=40):
     """Fused, lr changing every step: equal to torch's for-loop (or the formula reference)
-    to rounding, and after the first steps (one graph per group and gradient pattern; SGD's
-    first step creates its buffers) not one recompile."""
-    warm = 3 if skip else 2
+    to rounding, and after the first steps not one recompile: a graph per group and gradient
+    pattern, and SGD's buffers are created on a parameter's first gradient, so with ``skip``
+    (no gradient for b2 on steps 0, 3, ...) the patterns repeat from step 4 on."""
+    warm = 4 if skip else 2
     tol = {torch.float64: 1e-12, torch.float32: 1e-5}[dtype]
     check_changing_lr(name, opt_index, {"fused": True}, dtype, group_b, warm, skip, tol)
     graphs = counters["stats"]["unique_graphs"]
