@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -231,6 +230,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
     rows = _Rows(n)
 
     active = list(range(n))  # members still logged
+    is_active = torch.ones(n, dtype=torch.bool, device=device)
     for r in records:
         r["status"] = "ok"
     acc = torch.zeros(n, dtype=torch.float64, device=device)  # loss sums since the last row
@@ -258,19 +258,18 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
         if j == 0:  # row 0 is measured before any update; its loss is the first minibatch's
             row0 = stacked.measure(active, log.is_eval(j))
             continue
-        mean_losses = (acc / n_acc).tolist()
-        acc.zero_()
+        mean_losses = acc / n_acc
+        acc = torch.zeros_like(acc)
         n_acc = 0
         elapsed = (time.perf_counter() - t0) / n
         if row0 is not None:
-            rows.add(0, first_lrs, first_losses.tolist(), row0, 0.0)
+            rows.add(0, first_lrs, first_losses.double(), row0, 0.0)
             row0 = None
         rows.add(j, lr_used, mean_losses, stacked.measure(active, log.is_eval(j)), elapsed)
-        diverged = [
-            i for i in active if not math.isfinite(mean_losses[i]) or mean_losses[i] > bound
-        ]
+        bad = (~torch.isfinite(mean_losses) | (mean_losses > bound)) & is_active
+        diverged = bad.nonzero().flatten().tolist() if bad.any() else []
         for i in diverged:
-            loss = mean_losses[i]
+            loss = mean_losses[i].item()
             records[i]["status"] = "diverged"
             records[i]["diverged_at_step"] = j
             records[i]["divergence"] = f"train loss {loss:.4g} at step {j} (bound {bound:g})"
@@ -279,6 +278,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
         if diverged:
             rows.end(diverged)
             frozen.add(diverged)
+            is_active[diverged] = False
             active = [i for i in active if i not in diverged]
             if not active:
                 break
@@ -287,9 +287,10 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
 
 
 class _Rows:
-    """The batch's logged rows as columns, each row an N-list over the members (train.py's row
-    semantics per member); member i's curves are the rows logged before it ended (diverged, or
-    the batch finished). Appending a row is O(1) Python calls, whatever N."""
+    """The batch's logged rows as columns, each row an N-list or an (N,) tensor over the members
+    (train.py's row semantics per member); member i's curves are the rows logged before it ended
+    (diverged, or the batch finished). Appending a row is O(1) Python calls, whatever N, and
+    tensors are read back once, in ``fill``."""
 
     KEYS = ("lr", "train_loss", "test_loss", "test_acc", "x", "y")
 
@@ -302,7 +303,7 @@ class _Rows:
         self.none = [None] * n
 
     def add(
-        self, step: int, lrs: list[float], losses: list[float], measured: dict[str, list],
+        self, step: int, lrs: list[float], losses: Tensor, measured: dict[str, list | Tensor],
         elapsed: float,
     ) -> None:  # fmt: skip
         self.step.append(step)
@@ -319,20 +320,27 @@ class _Rows:
     def fill(self, curves: list[dict[str, list]], summaries: list[dict[str, Any]]) -> None:
         """Each member's rows into its curves (as ``bench.train._append`` writes them) and its
         steps_done / train_s (those of its last row) into its summary."""
-        by_member = {
-            k: list(zip(*rows, strict=True)) if rows else [()] * self.n
-            for k, rows in self.columns.items()
-        }
+        by_member = {k: _by_member(rows, self.n) for k, rows in self.columns.items()}
         elapsed = [round(e, 6) for e in self.elapsed]
         for i, k in self.ends.items():
             c = curves[i]
             c["step"] = self.step[:k]
             for key in self.KEYS:  # (the lrs are floats: MemberSchedules.lrs)
-                c[key] = list(by_member[key][i][:k])
+                c[key] = by_member[key][i][:k]
             c["elapsed_s"] = elapsed[:k]
             if k:  # (row 0 is step 0 at 0 s)
                 summaries[i]["steps_done"] = self.step[k - 1]
                 summaries[i]["train_s"] = self.elapsed[k - 1]
+
+
+def _by_member(rows: list, n: int) -> list[list]:
+    """Rows of N values (lists, or tensors read back in one ``tolist``) as N per-member lists."""
+    if not rows:
+        return [[] for _ in range(n)]
+    if all(isinstance(row, Tensor) for row in rows):
+        return torch.stack(rows).T.tolist()
+    rows = [row.tolist() if isinstance(row, Tensor) else row for row in rows]
+    return [list(member) for member in zip(*rows, strict=True)]
 
 
 def _group_lr(lrs: list[float], per_member: bool, device: torch.device) -> float | Tensor:
@@ -422,7 +430,7 @@ def stack_problems(
     for a problem type that has no stacked form)."""
     problems = []
     for c in configs:
-        torch.manual_seed(c.seed)
+        _manual_seed(c.seed, device)
         problem = task.build(c.seed, device, c.data_dir, c.batch_size)
         if isinstance(problem, T.ClassificationProblem) and problems:
             # keep only what differs between members; the data is the first member's
@@ -436,6 +444,16 @@ def stack_problems(
         gens = [head.gen] + [g for _, g in problems[1:]]
         return StackedClassifier(head, models, gens)
     raise NotImplementedError(f"no batched form for {type(problems[0]).__name__}")
+
+
+def _manual_seed(seed: int, device: torch.device) -> None:
+    """``torch.manual_seed(seed)`` as far as a member built on ``device`` draws from it: on a CPU
+    only the CPU generator, since torch.manual_seed also queues the seed for every accelerator
+    not yet initialised, formatting a stack trace for each (most of a surface batch's set-up)."""
+    if device.type == "cpu":
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 class StackedSurface:
@@ -460,10 +478,10 @@ class StackedSurface:
     def train_losses(self) -> Tensor:
         return self.fn(self.xy[:, 0], self.xy[:, 1])
 
-    def measure(self, members: list[int], evaluate: bool) -> dict[str, list]:
-        """Every member's position: {"x": N values, "y": N values}."""
+    def measure(self, members: list[int], evaluate: bool) -> dict[str, Tensor]:
+        """Every member's position: {"x": (N,), "y": (N,)}, copies of this step's."""
         xy = self.xy.detach()
-        return {"x": xy[:, 0].tolist(), "y": xy[:, 1].tolist()}
+        return {"x": xy[:, 0].clone(), "y": xy[:, 1].clone()}
 
 
 class StackedClassifier:
