@@ -352,7 +352,7 @@ def _command_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ... (default cpu)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -371,7 +371,7 @@ def main() -> None:
     )
     p.add_argument("--data-dir", default=str(D.default_data_dir()), help="where mnist1d lives")
     p.add_argument("--write-docs", action="store_true", help=f"write the table into {DOCS.name}")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     sections = set(args.only.split(","))
     if not sections <= {"step", "mlp", "surface"} or not sections:
         p.error(f"--only takes step, mlp and/or surface, got {args.only!r}")

@@ -4,6 +4,7 @@ each executor?
     python scripts/bench_runner.py [--task mnist1d_mlp] [--optim adam] [--steps 2000] [--repeats 7]
                                    [--sweep-runs 32] [--sweep-steps 1000] [--no-overhead]
                                    [--no-sweep] [--markdown docs/generated/runner_speed.md]
+    python scripts/bench_runner.py --vectorize [bench_batched.py's options]
 
 1. Overhead: the same task, optimizer (from the registry), data, seed, thread count and steps, timed
    alternately as (a) a minimal hand-written loop (index a batch, forward, loss, zero_grad,
@@ -23,6 +24,12 @@ each executor?
    and with the executors' chunks (about a second of runs each). The Ray actor row is the
    alternative to tasks that the executor does not use (see bench/ray_executor.py). Also the
    seconds a local Ray instance takes to start and to stop.
+4. Vectorised runs (``--vectorize``, instead of the above): whole commands, ``--vectorize auto``
+   against ``off``, each at its best --jobs, for mnist1d_mlp (Adam and SGD, 16 runs) and a 256-run
+   surface, and where the vectorised surface command's time goes. It is
+   ``scripts/bench_batched.py --commands`` (one implementation): the options after ``--vectorize``
+   are that script's (``--device cuda``, ``--repeats``, ``--mlp-steps`` ...). It writes
+   docs/generated/vectorized_speed.md.
 Timings on a shared machine are noisy: the load average is printed with the numbers.
 """
 
@@ -320,7 +327,19 @@ def main() -> None:
     p.add_argument("--no-sweep", action="store_true", help="skip the executor parts")
     p.add_argument("--markdown", help="also write the executor tables, stamped, to this file")
     p.add_argument("--data-dir", default=str(D.default_data_dir()))
+    p.add_argument(
+        "--vectorize",
+        nargs=argparse.REMAINDER,
+        metavar="OPTION",
+        help="instead: whole commands, --vectorize auto vs off (scripts/bench_batched.py "
+        "--commands); the options after it are bench_batched.py's",
+    )
     args = p.parse_args()
+    if args.vectorize is not None:
+        import bench_batched  # (this script's folder is on sys.path)
+
+        bench_batched.main(["--commands", *args.vectorize])
+        return
     if args.ray_starts < 1:
         p.error(f"--ray-starts must be >= 1, got {args.ray_starts}")
     T.TASKS[args.task].prepare(args.data_dir)

@@ -130,3 +130,16 @@ def test_a_batch_rewrites_the_tables_once_and_reports_runs_that_are_in_them(
     assert main([*argv, "--seed", "0,1,2,3,4,5,6"]) == 0
     assert writes == [6, 7]
     assert capsys.readouterr().out.count("[") >= 6
+
+
+def test_bench_runner_vectorize_mode_is_bench_batched_commands():
+    """``bench_runner.py --vectorize`` hands its options to bench_batched's command timing: a
+    bad one is refused there, before anything is timed."""
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_runner.py"), "--vectorize",
+           "--repeats", "0"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert "--repeats must be >= 1, got 0" in done.stderr
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_runner.py"), "--no-such-flag"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2 and "unrecognized arguments: --no-such-flag" in done.stderr
