@@ -259,7 +259,7 @@ def _loop(configs, device, make_optimizer, records, curves, summaries, progress)
             row0 = stacked.measure(active, log.is_eval(j))
             continue
         mean_losses = acc / n_acc
-        acc = torch.zeros_like(acc)
+        acc.zero_()
         n_acc = 0
         elapsed = (time.perf_counter() - t0) / n
         if row0 is not None:
