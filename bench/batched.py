@@ -501,8 +501,12 @@ class StackedClassifier:
 
     def train_losses(self) -> Tensor:
         idx = self.order.next()
-        logits = self.forward(self.x_train[idx])
-        y = self.y_train[idx]
+        # (index_select on the flat indices: the same rows as x[idx], without advanced
+        # indexing's general machinery)
+        flat = idx.flatten()
+        x = self.x_train.index_select(0, flat).view(*idx.shape, *self.x_train.shape[1:])
+        logits = self.forward(x)
+        y = self.y_train.index_select(0, flat).view(idx.shape)
         # (N, C, B) is cross-entropy's (batch, class, extra) form: no copy of a transposed view
         return F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)
 
@@ -570,12 +574,14 @@ def stacked_forward(
             # y_i^T = W_i x_i^T + b_i, computed in that (N, out, M) layout and returned as its
             # (N, M, out) view: W's gradient is then laid out as W (no copy when it is
             # accumulated), and the next Linear's x^T is this buffer itself
-            xt = x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)
+            flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])
+            xt = flat.transpose(1, 2)
             if bias is None:
                 yt = torch.bmm(weight, xt)
             else:
                 yt = torch.baddbmm(bias.unsqueeze(2), weight, xt)
-            return yt.transpose(1, 2).reshape(*x.shape[:-1], yt.shape[1])
+            y = yt.transpose(1, 2)
+            return y if x.dim() == 3 else y.reshape(*x.shape[:-1], yt.shape[1])
 
         return linear
     if isinstance(module, ELEMENTWISE) and not own_params and not own_buffers:

@@ -200,7 +200,7 @@ def addcmul_(param: Tensor, a: Tensor, b: Tensor, value: float | Tensor) -> Tens
 def addcdiv_(param: Tensor, a: Tensor, b: Tensor, value: float | Tensor) -> Tensor:
     """``param += value * a / b`` where ``value`` may be per run."""
     if _per_run(value):  # (rounded as addcdiv_ with a number: (value * a) / b + param)
-        return param.add_(along(value, param) * a / b)
+        return param.addcdiv_(along(value, param) * a, b)
     return param.addcdiv_(a, b, value=value)
 
 
@@ -236,9 +236,7 @@ def foreach_addcmul_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], va
     """``tensors += value * a * b`` where ``value`` may also be a tensor, or a list with a
     tensor per entry (torch's op takes only numbers: the compiled path's scalars are tensors)."""
     if _tensor_scalars(value):  # (rounded as addcmul_ with a number: (value * a) * b + param)
-        products = torch._foreach_mul(a, along_all(value, tensors))
-        torch._foreach_mul_(products, b)
-        torch._foreach_add_(tensors, products)
+        torch._foreach_addcmul_(tensors, torch._foreach_mul(a, along_all(value, tensors)), b)
     else:
         torch._foreach_addcmul_(tensors, a, b, value)
 
@@ -246,9 +244,7 @@ def foreach_addcmul_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], va
 def foreach_addcdiv_(tensors: list[Tensor], a: list[Tensor], b: list[Tensor], value: Any) -> None:
     """``tensors += value * a / b``, with ``value`` as in ``foreach_addcmul_``."""
     if _tensor_scalars(value):  # (rounded as addcdiv_ with a number: (value * a) / b + param)
-        quotients = torch._foreach_mul(a, along_all(value, tensors))
-        torch._foreach_div_(quotients, b)
-        torch._foreach_add_(tensors, quotients)
+        torch._foreach_addcdiv_(tensors, torch._foreach_mul(a, along_all(value, tensors)), b)
     else:
         torch._foreach_addcdiv_(tensors, a, b, value)
 

@@ -87,9 +87,11 @@ def test_per_run_lr_equals_separate_optimizers(case, path, dtype):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_per_run_lr_loop_path_is_bitwise_in_float64(case):
-    """The loop path runs on the stack the very roundings each slice's float update runs."""
-    separate, stacked, _ = run(case, "loop", torch.float64)
+@pytest.mark.parametrize("path", ["loop", "foreach"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_per_run_lr_is_bitwise_on_cpu(case, path, dtype):
+    """The eager paths run on the stack the very roundings each slice's float update runs."""
+    separate, stacked, _ = run(case, path, dtype)
     for k, p in enumerate(stacked):
         expected = torch.stack([separate[i][k] for i in range(N)]).detach()
         assert torch.equal(p.detach(), expected), case
