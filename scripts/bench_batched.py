@@ -266,13 +266,21 @@ def bench_commands(args, device) -> list[list[str]]:
         variants = {
             (m, j): functools.partial(command, m, j) for m in ("off", "auto") for j in (1, 2)
         }
-        times = {k: statistics.median(v) for k, v in alternate(variants, args.repeats).items()}
+        samples = alternate(variants, args.repeats)
+        times = {k: statistics.median(v) for k, v in samples.items()}
         (off, off_jobs), (auto, auto_jobs) = (
             min((times[(m, j)], j) for j in (1, 2)) for m in ("off", "auto")
         )
-        rows.append([name, f"{off:.1f} (--jobs {off_jobs})", f"{auto:.1f} (--jobs {auto_jobs})",
-                     f"{off / auto:.1f}x"])  # fmt: skip
+        offs, autos = samples[("off", off_jobs)], samples[("auto", auto_jobs)]
+        # the range of ratios: the fastest off over the slowest auto, and the reverse
+        low, high = min(offs) / max(autos), max(offs) / min(autos)
+        rows.append([name, _time_cell(off, off_jobs, offs), _time_cell(auto, auto_jobs, autos),
+                     f"{off / auto:.1f}x ({low:.1f}-{high:.1f}x)"])  # fmt: skip
     return rows
+
+
+def _time_cell(median: float, jobs: int, samples: list[float]) -> str:
+    return f"{median:.1f} (--jobs {jobs}; {min(samples):.1f}-{max(samples):.1f})"
 
 
 #: Run in a fresh interpreter as ``python -c PHASES ARGS``: bench.run's main on ARGS, with the
@@ -394,7 +402,9 @@ def main(argv: list[str] | None = None) -> None:
         text = (
             f"{_command_table(header, rows)}\n\n"
             f"Whole `python -m bench.run` commands into a fresh store, medians of "
-            f"{args.repeats} alternating repeats.\n\n"
+            f"{args.repeats} alternating repeats, with the fastest and slowest repeat in "
+            f"parentheses (the speed-up's range: fastest off over slowest auto, slowest off "
+            f"over fastest auto).\n\n"
             f"Where the time of the vectorised {args.surface_runs}-run surface command goes, "
             f"run with `--jobs 1` (all of it in one process; medians of {args.repeats}):\n\n"
             f"{_command_table(['part', 's', 'share'], phases)}\n\n"
