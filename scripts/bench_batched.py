@@ -22,6 +22,7 @@ versions. Timings on a shared machine are noisy: the load averages are printed w
 from __future__ import annotations
 
 import argparse
+import compileall
 import functools
 import os
 import statistics
@@ -396,12 +397,17 @@ def main(argv: list[str] | None = None) -> None:
     T.TASKS["mnist1d_mlp"].prepare(args.data_dir)
     load_before = P.load_average()
     if args.commands:
+        # Each command imports the project as an installed package does, from cached bytecode
+        # (this machine may set PYTHONDONTWRITEBYTECODE, which would compile it in every process).
+        for package in ("bench", "optimizers", "schedulers"):
+            compileall.compile_dir(ROOT / package, quiet=1)
         rows = bench_commands(args, device)
         header = ["command", "--vectorize off (s)", "auto (s)", "speed-up"]
         phases = bench_phases(args, device)
         text = (
             f"{_command_table(header, rows)}\n\n"
-            f"Whole `python -m bench.run` commands into a fresh store, medians of "
+            f"Whole `python -m bench.run` commands into a fresh store (the project's bytecode "
+            f"compiled first, as an installed package has it), medians of "
             f"{args.repeats} alternating repeats, with the fastest and slowest repeat in "
             f"parentheses (the speed-up's range: fastest off over slowest auto, slowest off "
             f"over fastest auto).\n\n"
