@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = P.load_average()
     if args.commands:
         # Each command imports the project as an installed package does, from cached bytecode
-        # (this machine may set PYTHONDONTWRITEBYTECODE, which would compile it in every process).
+        # (under PYTHONDONTWRITEBYTECODE every process would compile it from source again).
         for package in ("bench", "optimizers", "schedulers"):
             compileall.compile_dir(ROOT / package, quiet=1)
         rows = bench_commands(args, device)
